@@ -1,0 +1,130 @@
+"""The contract every detector family fulfils.
+
+An adapter answers the family-specific questions the generic channel pruner, the
+fine-tuning engine and the evaluator must not hard-code:
+
+* which layers must keep their output channels (the detection head's output convs),
+* which bare ``nn.Parameter`` objects carry channels and on which dimension
+  (torch-pruning calls them ``unwrapped_parameters``),
+* what must be rewritten before the dependency graph is traced and restored after,
+* how raw model output becomes YOLOv7-style predictions for NMS,
+* how to compute the training loss,
+* how to save a checkpoint the family's own tools can load.
+
+Adding a family is one new module with a subclass and ``@ADAPTERS.register(name)``.
+
+Example:
+    >>> @ADAPTERS.register("toy")
+    ... class ToyAdapter(DetectorAdapter):
+    ...     name = "toy"
+    ...     def matches(self, model): return isinstance(model, ToyDetector)
+    ...     def ignored_layers(self, model): return [model.head]
+    ...     ...
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from yolo_prune.registry import Registry
+
+ADAPTERS: "Registry[type[DetectorAdapter]]" = Registry("adapter")
+
+# loss_fn(outputs, targets, imgs) -> (total_loss scaled by batch size, loss_items detached [k])
+LossFn = Callable[[Any, torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
+
+
+@dataclass
+class LoadedModel:
+    """A float32 model plus what its checkpoint said about it."""
+
+    model: nn.Module
+    family: str
+    names: list[str]
+    stride: list[int]
+    cfg: dict | None = None
+    source: Path | None = None
+    meta: dict = field(default_factory=dict)  # epoch, best_fitness, ... of the file
+
+    @property
+    def nc(self) -> int:
+        return len(self.names)
+
+
+class DetectorAdapter(abc.ABC):
+    """Family-specific knowledge for pruning, training, evaluating and saving."""
+
+    name: str = ""
+    loss_names: tuple[str, ...] = ("box", "obj", "cls")
+
+    # -- identification / construction -------------------------------------------------
+    @abc.abstractmethod
+    def matches(self, model: nn.Module) -> bool:
+        """True when ``model`` belongs to this family."""
+
+    @abc.abstractmethod
+    def load(self, path: str | Path, *, trust: bool = False, cfg: str | Path | None = None) -> LoadedModel:
+        """Loads a checkpoint of this family as a float32 model (see ``yolo_prune.io``)."""
+
+    @abc.abstractmethod
+    def build(self, cfg: str | Path | dict, nc: int | None = None) -> LoadedModel:
+        """Builds a randomly initialised model from a model cfg (yaml path or dict)."""
+
+    # -- pruning ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def ignored_layers(self, model: nn.Module) -> list[nn.Module]:
+        """Layers whose output channels must not be pruned (detection head outputs)."""
+
+    def unwrapped_parameters(self, model: nn.Module) -> list[tuple[nn.Parameter, int]]:
+        """Bare parameters carrying channels, each with the dimension that holds them."""
+        return []
+
+    def prepare_for_pruning(self, model: nn.Module) -> nn.Module:
+        """Rewrites the model into a traceable, prunable form with identical outputs."""
+        return model
+
+    def finish_pruning(self, model: nn.Module) -> nn.Module:
+        """Restores whatever ``prepare_for_pruning`` changed and refreshes bookkeeping."""
+        return model
+
+    # -- inference --------------------------------------------------------------------
+    @abc.abstractmethod
+    def decode(self, output: Any) -> torch.Tensor:
+        """Eval-mode output -> ``[B, N, 5 + nc]`` (cx, cy, w, h in input pixels, objectness,
+        class probabilities), the layout ``yolo_prune.evaluation.non_max_suppression`` takes."""
+
+    def fuse(self, model: nn.Module) -> nn.Module:
+        """Returns an inference-equivalent fused model (Conv+BN folded, re-parameterised)."""
+        return model
+
+    # -- training ---------------------------------------------------------------------
+    def loss(self, model: nn.Module, hyp: dict) -> LossFn:
+        """Returns the family's training loss for ``model`` under hyper-parameters ``hyp``."""
+        raise NotImplementedError(f"adapter {self.name!r} does not provide a training loss")
+
+    # -- saving -----------------------------------------------------------------------
+    @abc.abstractmethod
+    def save(self, loaded: LoadedModel, path: str | Path, *, extra: dict | None = None) -> Path:
+        """Writes ``loaded.model`` atomically in the family's own checkpoint format."""
+
+
+def get_adapter(name: str) -> DetectorAdapter:
+    """Instantiates the adapter registered as ``name`` (helpful error on a miss)."""
+    return ADAPTERS.get(name)()
+
+
+def adapter_for_model(model: nn.Module) -> DetectorAdapter:
+    """Finds the adapter whose ``matches`` accepts ``model``."""
+    for name in ADAPTERS:
+        adapter = ADAPTERS.get(name)()
+        if adapter.matches(model):
+            return adapter
+    raise TypeError(
+        f"no adapter handles a model of type {type(model).__module__}.{type(model).__name__}; "
+        f"known families: {', '.join(ADAPTERS.names())}. Add one in yolo_prune/adapters/."
+    )

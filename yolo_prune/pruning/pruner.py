@@ -1,0 +1,277 @@
+"""The generic channel pruner: torch-pruning's dependency graph driven by an adapter.
+
+The adapter says what must keep its output channels (``ignored_layers``) and which bare
+parameters carry channels (``unwrapped_parameters``); everything else - coupling through
+concatenations, residual adds, BatchNorms, re-parameterisable branches - is found by
+torch-pruning's tracer. This module adds the checks users need: a ratio of zero changes
+nothing, a ratio above zero must remove something, and output shapes must survive.
+"""
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from yolo_prune.adapters.base import DetectorAdapter
+from yolo_prune.pruning.importance import get_importance
+
+# (images float [B, 3, H, W] in 0..1, targets [M, 6] = (batch_idx, cls, cx, cy, w, h) normalised)
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class PruningError(RuntimeError):
+    """Pruning could not produce a valid smaller model; the message says why and what to try."""
+
+
+@dataclass
+class PruneGroup:
+    """One set of coupled layers that lose the same channels."""
+
+    root: str
+    layers: list[str]
+    channels: int
+    pruned: int
+
+
+@dataclass
+class PruneResult:
+    """What pruning did. ``model`` is the (in place) pruned model, unchanged on a dry run."""
+
+    model: nn.Module
+    params_before: int
+    params_after: int
+    macs_before: float
+    macs_after: float
+    groups: list[PruneGroup] = field(default_factory=list)
+    channels_before: dict[str, int] = field(default_factory=dict)
+    channels_after: dict[str, int] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    dry_run: bool = False
+
+    @property
+    def gmacs_before(self) -> float:
+        return self.macs_before / 1e9
+
+    @property
+    def gmacs_after(self) -> float:
+        return self.macs_after / 1e9
+
+    @property
+    def macs_reduction(self) -> float:
+        return self.macs_before / max(self.macs_after, 1.0)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready summary (the report written beside a pruned checkpoint)."""
+        return {
+            "settings": self.settings,
+            "dry_run": self.dry_run,
+            "params_m_before": self.params_before / 1e6,
+            "params_m_after": self.params_after / 1e6,
+            "gmacs_before": self.gmacs_before,
+            "gmacs_after": self.gmacs_after,
+            "macs_reduction": self.macs_reduction,
+            "groups": [vars(g) for g in self.groups],
+            "channels_before": self.channels_before,
+            "channels_after": self.channels_after,
+        }
+
+
+def prune_model(
+    model: nn.Module,
+    adapter: DetectorAdapter,
+    *,
+    img_size: int = 640,
+    importance: str = "l2",
+    pruning_ratio: float = 0.5,
+    global_pruning: bool = False,
+    layer_ratios: dict[str, float] | None = None,
+    max_pruning_ratio: float = 1.0,
+    round_to: int | None = None,
+    iterative_steps: int = 1,
+    taylor_batches: Iterable[Batch] | None = None,
+    loss_hyp: dict | None = None,
+    seed: int = 0,
+    dry_run: bool = False,
+) -> PruneResult:
+    """Removes whole channels of ``model`` (in place) at ``pruning_ratio``.
+
+    Args:
+        model: A float32 detector of ``adapter``'s family.
+        adapter: Tells which layers are ignored and which parameters are unwrapped.
+        img_size: Side of the square example input used for tracing and MAC counting.
+        importance: A name in ``yolo_prune.pruning.IMPORTANCES`` (l1, l2, taylor, ...).
+        pruning_ratio: Fraction of channels removed per group (or globally), in [0, 1).
+        global_pruning: Rank channels across all groups instead of within each group.
+        layer_ratios: ``{module-name glob: ratio}`` overriding ``pruning_ratio`` for the
+            convs whose qualified names match (e.g. ``{"model.7[5-9]*": 0.2}``).
+        max_pruning_ratio: No layer loses more than this fraction (useful with global).
+        round_to: Keep channel counts multiples of this (hardware-friendly widths).
+        iterative_steps: Reach the ratio in this many equal steps (importance re-ranked).
+        taylor_batches: Batches whose loss gradients feed ``taylor``; synthetic if None.
+        loss_hyp: Hyper-parameters for the adapter's loss (Taylor only).
+        seed: Seeds the random criterion and synthetic batches, so runs repeat.
+        dry_run: Only list the groups and how many channels each would lose.
+
+    Raises:
+        ValueError: An argument is out of range or names nothing.
+        PruningError: Nothing was removed, or the output shapes changed.
+    """
+    _check_settings(pruning_ratio, max_pruning_ratio, round_to, iterative_steps, img_size)
+    spec = get_importance(importance)
+    settings = dict(importance=importance, pruning_ratio=pruning_ratio, global_pruning=global_pruning,
+                    layer_ratios=dict(layer_ratios or {}), max_pruning_ratio=max_pruning_ratio,
+                    round_to=round_to, iterative_steps=iterative_steps, img_size=img_size, seed=seed)
+    torch.manual_seed(seed)
+    was_training = model.training
+    model = adapter.prepare_for_pruning(model).eval()
+    device = next(model.parameters()).device
+    example_inputs = torch.zeros(1, 3, img_size, img_size, device=device)
+    shapes_before = _output_shapes(model, example_inputs)
+    macs_before, params_before = tp.utils.count_ops_and_params(model, example_inputs)
+    channels_before = conv_out_channels(model)
+
+    nothing_to_do = pruning_ratio == 0 and not layer_ratios
+    groups: list[PruneGroup] = []
+    if not nothing_to_do:
+        with _parameters_require_grad(model):
+            pruner = tp.pruner.BasePruner(
+                model, example_inputs, importance=spec.build(), global_pruning=global_pruning,
+                pruning_ratio=pruning_ratio,
+                pruning_ratio_dict=_match_layer_ratios(model, layer_ratios, adapter),
+                max_pruning_ratio=max_pruning_ratio, iterative_steps=iterative_steps,
+                ignored_layers=adapter.ignored_layers(model), round_to=round_to,
+                unwrapped_parameters=adapter.unwrapped_parameters(model))
+            for _ in range(1 if dry_run else iterative_steps):
+                if spec.needs_gradients:
+                    _accumulate_loss_gradients(model, adapter, taylor_batches, img_size, loss_hyp, seed)
+                groups.extend(_run_step(pruner, dry_run))
+            model.zero_grad(set_to_none=True)
+
+    model = adapter.finish_pruning(model)
+    model.train(was_training)
+    result = PruneResult(model, params_before, params_before, macs_before, macs_before, groups,
+                         channels_before, channels_before, settings, dry_run)
+    if dry_run or nothing_to_do:
+        return result
+    _check_shapes(shapes_before, _output_shapes(model.eval(), example_inputs))
+    model.train(was_training)
+    result.macs_after, result.params_after = tp.utils.count_ops_and_params(model, example_inputs)
+    result.channels_after = conv_out_channels(model)
+    if result.params_after >= params_before:
+        raise PruningError(
+            f"pruning at ratio {pruning_ratio} removed nothing (params {params_before}). Every group was "
+            "ignored or already at its limit: lower max_pruning_ratio or round_to, check the adapter's "
+            "ignored_layers, or raise the ratio.")
+    return result
+
+
+def conv_out_channels(model: nn.Module) -> dict[str, int]:
+    """Output channels of every conv, by qualified name (for reports and plots)."""
+    return {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+def _check_settings(ratio: float, max_ratio: float, round_to: int | None, steps: int, img_size: int) -> None:
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"pruning ratio must be in [0, 1), got {ratio}; e.g. 0.5 removes half the channels")
+    if not 0.0 < max_ratio <= 1.0:
+        raise ValueError(f"max_pruning_ratio must be in (0, 1], got {max_ratio}")
+    if round_to is not None and round_to < 1:
+        raise ValueError(f"round_to must be a positive channel multiple such as 8, got {round_to}")
+    if steps < 1:
+        raise ValueError(f"iterative_steps must be >= 1, got {steps}")
+    if img_size < 32 or img_size % 32:
+        raise ValueError(f"img_size must be a positive multiple of 32, got {img_size}")
+
+
+def _match_layer_ratios(model: nn.Module, layer_ratios: dict[str, float] | None,
+                        adapter: DetectorAdapter) -> dict[nn.Module, float]:
+    """Turns ``{name glob: ratio}`` into torch-pruning's ``{module: ratio}``."""
+    matched: dict[nn.Module, float] = {}
+    ignored = {id(m) for layer in adapter.ignored_layers(model) for m in layer.modules()}
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and id(m) not in ignored}
+    for pattern, ratio in (layer_ratios or {}).items():
+        if not 0.0 <= ratio < 1.0:
+            raise ValueError(f"layer ratio for {pattern!r} must be in [0, 1), got {ratio}")
+        hits = [m for n, m in convs.items() if fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            examples = ", ".join(list(convs)[:5])
+            raise ValueError(f"layer pattern {pattern!r} matches no prunable conv; names look like: {examples}")
+        matched.update({m: ratio for m in hits})
+    return matched
+
+
+def _run_step(pruner: tp.pruner.BasePruner, dry_run: bool) -> list[PruneGroup]:
+    """One pruning step; returns what each group lost (or would lose)."""
+    names = pruner.DG._module2name
+    described = []
+    for group in pruner.step(interactive=True):
+        root = group[0].dep.target.module
+        layers = sorted({names.get(dep.target.module, "?") for dep, _ in group
+                         if isinstance(dep.target.module, nn.Conv2d) and pruner.DG.is_out_channel_pruning_fn(dep.handler)})
+        described.append(PruneGroup(root=names.get(root, "?"), layers=layers,
+                                    channels=pruner.DG.get_out_channels(root), pruned=len(group[0].idxs)))
+        if not dry_run:
+            group.prune()
+    return described
+
+
+@contextlib.contextmanager
+def _parameters_require_grad(model: nn.Module) -> Iterator[None]:
+    """torch-pruning traces through autograd: a frozen parameter silently hides its layer."""
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    for name, p in model.named_parameters():
+        p.requires_grad_(True)
+    try:
+        yield
+    finally:
+        # pruning replaces parameters by new objects, so restore the flags by name
+        for name, p in model.named_parameters():
+            p.requires_grad_(name not in frozen)
+
+
+def _output_shapes(model: nn.Module, x: torch.Tensor) -> list[tuple[int, ...]]:
+    with torch.no_grad():
+        return [tuple(t.shape) for t in _flatten_tensors(model(x))]
+
+
+def _flatten_tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for item in obj for t in _flatten_tensors(item)]
+    if isinstance(obj, dict):
+        return [t for item in obj.values() for t in _flatten_tensors(item)]
+    return []
+
+
+def _check_shapes(before: list[tuple[int, ...]], after: list[tuple[int, ...]]) -> None:
+    if before != after:
+        raise PruningError(
+            f"pruning changed the model's output shapes from {before} to {after}: a head layer lost "
+            "channels. The adapter's ignored_layers must list every output conv of the head.")
+
+
+def _accumulate_loss_gradients(model: nn.Module, adapter: DetectorAdapter, batches: Iterable[Batch] | None,
+                               img_size: int, loss_hyp: dict | None, seed: int) -> None:
+    """Fills ``.grad`` with the summed loss gradients of a few batches (for Taylor ranking)."""
+    from yolo_prune.pruning.synthetic_batches import default_loss_hyp, random_batches
+
+    model.zero_grad(set_to_none=True)
+    nc = getattr(model, "nc", None) or len(getattr(model, "names", [])) or 80
+    batches = batches if batches is not None else random_batches(img_size, nc, seed=seed)
+    loss_fn = adapter.loss(model, loss_hyp if loss_hyp is not None else default_loss_hyp())
+    model.train()
+    for m in model.modules():  # keep BN statistics untouched while we only want gradients
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    device = next(model.parameters()).device
+    for imgs, targets in batches:
+        imgs, targets = imgs.to(device), targets.to(device)
+        loss, _ = loss_fn(model(imgs), targets, imgs)
+        loss.backward()
+    model.eval()
