@@ -61,6 +61,8 @@ class DetectorAdapter(abc.ABC):
 
     name: str = ""
     loss_names: tuple[str, ...] = ("box", "obj", "cls")
+    # Top-level packages whose classes this family's checkpoints pickle (how files are recognised).
+    pickle_packages: tuple[str, ...] = ()
 
     # -- identification / construction -------------------------------------------------
     @abc.abstractmethod
@@ -70,6 +72,10 @@ class DetectorAdapter(abc.ABC):
     @abc.abstractmethod
     def load(self, path: str | Path, *, trust: bool = False, cfg: str | Path | None = None) -> LoadedModel:
         """Loads a checkpoint of this family as a float32 model (see ``yolo_prune.io``)."""
+
+    def owns_cfg(self, cfg: str | Path) -> bool:
+        """True when ``cfg`` (a path or a name such as ``yolov8n.yaml``) is a cfg of this family."""
+        return False
 
     @abc.abstractmethod
     def build(self, cfg: str | Path | dict, nc: int | None = None) -> LoadedModel:

@@ -1,0 +1,59 @@
+"""``yolo-prune``: one sub-command per job; each parses its flags and makes one library call.
+
+Every sub-command lives in the library module that does the work, as a pair
+``add_<job>_args(parser)`` / ``run_<job>(args)``; this file only lists them.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Sequence
+
+# name -> (module, add-args function, run function, one-line help)
+COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "run": ("yolo_prune.pipeline", "add_run_args", "run_pipeline",
+            "the main job: prune -> fine-tune -> evaluate -> report (synthetic demo by default)"),
+    "prune": ("yolo_prune.pruning.cli", "add_prune_args", "run_prune", "channel-prune a checkpoint"),
+    "finetune": ("yolo_prune.engine.cli", "add_finetune_args", "run_finetune",
+                 "fine-tune (or train from a cfg) on a COCO-format dataset"),
+    "eval": ("yolo_prune.evaluation.cli", "add_eval_args", "run_eval", "COCO mAP and FPS of a checkpoint"),
+    "make-synthetic": ("yolo_prune.data.cli", "add_synthetic_args", "run_synthetic",
+                       "write the synthetic COCO-format shapes dataset"),
+    "sensitivity": ("yolo_prune.pruning.sensitivity_cli", "add_sensitivity_args", "run_sensitivity",
+                    "per-group pruning sensitivity scan and ratio allocation"),
+    "report": ("yolo_prune.report", "add_report_args", "run_report", "one page comparing run JSONs"),
+}
+
+
+def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="yolo-prune", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in commands or COMMANDS:
+        module_name, add_name, _, help_text = COMMANDS[name]
+        add_args = getattr(importlib.import_module(module_name), add_name)
+        add_args(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # import only the chosen command's module when it is known: keeps start-up short
+    chosen = [argv[0]] if argv and argv[0] in COMMANDS else None
+    args = build_parser(chosen).parse_args(argv)
+    module_name, _, run_name, _ = COMMANDS[args.command]
+    run = getattr(importlib.import_module(module_name), run_name)
+    try:
+        run(args)
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as err:
+        # expected user errors: one clear line, no traceback (set YOLO_PRUNE_DEBUG=1 for one)
+        if os.environ.get("YOLO_PRUNE_DEBUG"):
+            raise
+        print(f"yolo-prune {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

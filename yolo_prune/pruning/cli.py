@@ -1,0 +1,133 @@
+"""``yolo-prune prune`` / ``scripts/prune.py``: arguments -> one ``prune`` call -> report."""
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from yolo_prune import api
+from yolo_prune.io import atomic_write_json
+from yolo_prune.pruning.importance import IMPORTANCES
+from yolo_prune.reporting import format_table
+
+
+def add_prune_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Adds the prune flags to ``parser`` (shared by the script and the CLI)."""
+    src = parser.add_argument_group("model")
+    src.add_argument("--weights", type=Path, help="checkpoint to prune (official YOLOv7 or ultralytics .pt)")
+    src.add_argument("--cfg", help="model cfg: builds a random model when --weights is absent, "
+                                   "or gives the architecture of a bare state dict")
+    src.add_argument("--family", help="detector family, when it cannot be recognised from the file")
+    src.add_argument("--trust-checkpoint", action="store_true",
+                     help="allow arbitrary pickled code in --weights (only for files you trust)")
+    how = parser.add_argument_group("pruning")
+    how.add_argument("--ratio", type=float, default=0.5, help="fraction of channels to remove, in [0, 1)")
+    how.add_argument("--importance", default="l2", help=f"criterion: {', '.join(IMPORTANCES.names())}")
+    how.add_argument("--global", dest="global_pruning", action="store_true", help="rank channels globally")
+    how.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this")
+    how.add_argument("--max-ratio", type=float, default=1.0, help="no layer loses more than this fraction")
+    how.add_argument("--layer-ratio", action="append", default=[], metavar="GLOB=RATIO",
+                     help="per-layer ratio by module-name glob, e.g. 'model.77*=0.2' (repeatable)")
+    how.add_argument("--steps", type=int, default=1, help="reach the ratio in this many steps")
+    how.add_argument("--img", type=int, default=640, help="input size for tracing, MACs and latency")
+    how.add_argument("--seed", type=int, default=0)
+    how.add_argument("--dry-run", action="store_true", help="list the pruning groups, change nothing")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", type=Path, help="pruned checkpoint path (default: beside --weights, *-pruned.pt)")
+    out.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    out.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement")
+    return parser
+
+
+def parse_layer_ratios(items: list[str]) -> dict[str, float]:
+    """``['model.7*=0.2']`` -> ``{'model.7*': 0.2}`` with a clear error on a malformed item."""
+    ratios = {}
+    for item in items:
+        pattern, sep, value = item.rpartition("=")
+        try:
+            ratios[pattern] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not pattern:
+            raise ValueError(f"--layer-ratio {item!r} must look like GLOB=RATIO, e.g. 'model.77*=0.2'")
+    return ratios
+
+
+def resolve_out_path(args: argparse.Namespace) -> Path:
+    """The output path, refusing to overwrite the input or (without --force) anything else."""
+    if args.out is not None:
+        out = args.out
+    elif args.weights is not None:
+        out = args.weights.with_name(f"{args.weights.stem}-pruned{int(round(args.ratio * 100))}.pt")
+    else:
+        out = Path("runs/prune") / f"{Path(str(args.cfg)).stem}-pruned{int(round(args.ratio * 100))}.pt"
+    if args.weights is not None and out.resolve() == args.weights.resolve():
+        raise ValueError(f"--out {out} is the input checkpoint; inputs are never overwritten, choose another path")
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} already exists; pass --force to overwrite it or choose another --out")
+    return out
+
+
+def run_prune(args: argparse.Namespace) -> dict[str, Any]:
+    """Runs the prune job described by ``args``; returns the JSON report."""
+    if args.weights is not None and not args.weights.is_file():
+        raise FileNotFoundError(f"--weights {args.weights} does not exist")
+    out = None if args.dry_run else resolve_out_path(args)
+    loaded = api.load(args.weights, cfg=args.cfg, family=args.family, trust=args.trust_checkpoint)
+    before = describe_model(loaded, args.img, measure=not args.no_latency)
+    before["file_mb"] = args.weights.stat().st_size / 2**20 if args.weights else before["file_mb"]
+    result = api.prune(loaded, img_size=args.img, importance=args.importance, pruning_ratio=args.ratio,
+                       global_pruning=args.global_pruning, layer_ratios=parse_layer_ratios(args.layer_ratio),
+                       max_pruning_ratio=args.max_ratio, round_to=args.round_to, iterative_steps=args.steps,
+                       seed=args.seed, dry_run=args.dry_run)
+    if args.dry_run:
+        print(format_groups(result.groups))
+        return result.summary()
+    api.save(loaded, out)
+    after = describe_model(loaded, args.img, measure=not args.no_latency)
+    after["file_mb"] = out.stat().st_size / 2**20
+    report = {**result.summary(), "weights": args.weights, "cfg": args.cfg, "out": out,
+              "before": before, "after": after}
+    atomic_write_json(report, out.with_suffix(".json"))
+    print(format_comparison({"original": before, "pruned": after}))
+    print(f"\nsaved {out} (report: {out.with_suffix('.json')})")
+    return report
+
+
+def describe_model(loaded, img_size: int, *, measure: bool = True) -> dict[str, Any]:
+    """Params, GMACs, fp16 size and (optionally) fused batch-1 CPU latency of a model."""
+    from yolo_prune.benchmark import measure_latency, model_stats
+
+    adapter = api.adapter_of(loaded)
+    stats = dict(model_stats(loaded.model, img_size))
+    stats["file_mb"] = _fp16_size_mb(loaded.model)
+    if measure:
+        fused = adapter.fuse(copy.deepcopy(loaded.model).eval())
+        stats["latency_ms"] = measure_latency(fused, img_size, batch=1, warmup=2, runs=5)["latency_ms_median"]
+    return stats
+
+
+def _fp16_size_mb(model: torch.nn.Module) -> float:
+    buffer = io.BytesIO()
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, buffer)
+    return buffer.tell() / 2**20
+
+
+def format_comparison(models: dict[str, dict[str, Any]]) -> str:
+    """The before/after table: one row per model, ratios against the first."""
+    first = next(iter(models.values()))
+    rows = []
+    for name, s in models.items():
+        speedup = (first.get("latency_ms") or 0) / s["latency_ms"] if s.get("latency_ms") else None
+        rows.append([name, s["params_m"], s["gmacs"], first["gmacs"] / s["gmacs"], s["file_mb"],
+                     s.get("latency_ms"), speedup])
+    return format_table(rows, ["model", "params (M)", "GMACs", "MACs x", "size (MB)", "CPU ms", "speed-up"])
+
+
+def format_groups(groups) -> str:
+    rows = [[g.root, g.channels, g.pruned, ", ".join(g.layers)] for g in groups]
+    return format_table(rows, ["group root", "channels", "would lose", "coupled layers"])
