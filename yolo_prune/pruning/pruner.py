@@ -24,6 +24,9 @@ from yolo_prune.pruning.importance import get_importance
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
+TRACE_SIZE = 128
+
+
 class PruningError(RuntimeError):
     """Pruning could not produce a valid smaller model; the message says why and what to try."""
 
@@ -131,21 +134,24 @@ def prune_model(
     model = adapter.prepare_for_pruning(model).eval()
     device = next(model.parameters()).device
     example_inputs = torch.zeros(1, 3, img_size, img_size, device=device)
-    shapes_before = _output_shapes(model, example_inputs)
+    # Tracing and the shape check only need the graph, not the full resolution: a small input
+    # (a multiple of every YOLO stride up to 64 and 128) makes pruning a full-size model fast.
+    trace_inputs = example_inputs[..., :min(img_size, TRACE_SIZE), :min(img_size, TRACE_SIZE)]
+    shapes_before = _output_shapes(model, trace_inputs)  # train and eval outputs
     macs_before, params_before = tp.utils.count_ops_and_params(model, example_inputs)
     channels_before = conv_out_channels(model)
 
     nothing_to_do = pruning_ratio == 0 and not layer_ratios
     groups: list[PruneGroup] = []
     if not nothing_to_do:
-        with _parameters_require_grad(model):
+        with _parameters_require_grad(model), _training_mode_frozen_bn(model):
             pruner = tp.pruner.BasePruner(
-                model, example_inputs, importance=spec.build(), global_pruning=global_pruning,
+                model, trace_inputs, importance=spec.build(), global_pruning=global_pruning,
                 pruning_ratio=pruning_ratio,
                 pruning_ratio_dict=_match_layer_ratios(model, layer_ratios, adapter),
                 max_pruning_ratio=max_pruning_ratio, iterative_steps=iterative_steps,
                 ignored_layers=adapter.ignored_layers(model), round_to=round_to,
-                unwrapped_parameters=adapter.unwrapped_parameters(model))
+                unwrapped_parameters=adapter.unwrapped_parameters(model), forward_fn=_training_forward)
             for _ in range(1 if dry_run else iterative_steps):
                 if spec.needs_gradients:
                     _accumulate_loss_gradients(model, adapter, taylor_batches, img_size, loss_hyp, seed)
@@ -158,7 +164,7 @@ def prune_model(
                          channels_before, channels_before, settings, dry_run)
     if dry_run or nothing_to_do:
         return result
-    _check_shapes(shapes_before, _output_shapes(model.eval(), example_inputs))
+    _check_shapes(shapes_before, _output_shapes(model, trace_inputs))
     model.train(was_training)
     result.macs_after, result.params_after = tp.utils.count_ops_and_params(model, example_inputs)
     result.channels_after = conv_out_channels(model)
@@ -234,9 +240,37 @@ def _parameters_require_grad(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(name not in frozen)
 
 
+@contextlib.contextmanager
+def _training_mode_frozen_bn(model: nn.Module) -> Iterator[None]:
+    """Training-mode forward (all head branches run) without touching BN running statistics."""
+    was_training = model.training
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _training_forward(model: nn.Module, x: torch.Tensor) -> Any:
+    """torch-pruning's tracer puts the model in eval mode; trace the training forward instead,
+    because some heads only use every branch there (IAuxDetect returns no auxiliary maps in eval)."""
+    with _training_mode_frozen_bn(model):
+        return model(x)
+
+
 def _output_shapes(model: nn.Module, x: torch.Tensor) -> list[tuple[int, ...]]:
+    """Shapes of every output tensor, in training mode and in eval mode."""
+    was_training = model.training
     with torch.no_grad():
-        return [tuple(t.shape) for t in _flatten_tensors(model(x))]
+        with _training_mode_frozen_bn(model):
+            shapes = [tuple(t.shape) for t in _flatten_tensors(model(x))]
+        model.eval()
+        shapes += [tuple(t.shape) for t in _flatten_tensors(model(x))]
+    model.train(was_training)
+    return shapes
 
 
 def _flatten_tensors(obj: Any) -> list[torch.Tensor]:
@@ -265,13 +299,9 @@ def _accumulate_loss_gradients(model: nn.Module, adapter: DetectorAdapter, batch
     nc = getattr(model, "nc", None) or len(getattr(model, "names", [])) or 80
     batches = batches if batches is not None else random_batches(img_size, nc, seed=seed)
     loss_fn = adapter.loss(model, loss_hyp if loss_hyp is not None else default_loss_hyp())
-    model.train()
-    for m in model.modules():  # keep BN statistics untouched while we only want gradients
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
     device = next(model.parameters()).device
-    for imgs, targets in batches:
-        imgs, targets = imgs.to(device), targets.to(device)
-        loss, _ = loss_fn(model(imgs), targets, imgs)
-        loss.backward()
-    model.eval()
+    with _training_mode_frozen_bn(model):  # gradients only: BN statistics stay as they are
+        for imgs, targets in batches:
+            imgs, targets = imgs.to(device), targets.to(device)
+            loss, _ = loss_fn(model(imgs), targets, imgs)
+            loss.backward()
