@@ -76,3 +76,51 @@ def _adapter_for(weights: str | Path | None, cfg: str | Path | None) -> Detector
     raise ValueError(
         f"cannot tell which detector family {weights or cfg} belongs to; pass --family "
         f"({', '.join(ADAPTERS.names())})")
+
+
+def evaluate(loaded: LoadedModel, images: str | Path, ann: str | Path, *, img_size: int = 640,
+             batch_size: int = 16, fuse: bool = True, device: str | Any = "cpu", **settings: Any) -> dict[str, Any]:
+    """COCO mAP of ``loaded`` on an image folder + COCO json (rectangular letterboxed batches).
+
+    Args:
+        loaded: The model (left unchanged: a fused copy is evaluated when ``fuse``).
+        images, ann: The image folder and its COCO annotation json.
+        img_size: Long side of the letterboxed inputs.
+        batch_size: Images per forward.
+        fuse: Evaluate the fused model, as deployed.
+        device: Torch device.
+        **settings: ``yolo_prune.evaluation.evaluate`` options (conf_thres, iou_thres, backend, ...).
+
+    Raises:
+        DataError: the model's class count differs from the dataset's.
+    """
+    import copy
+
+    from yolo_prune.data import CocoDetectionDataset
+    from yolo_prune.data.errors import DataError
+    from yolo_prune.evaluation.evaluator import evaluate as evaluate_dataset
+
+    adapter = adapter_of(loaded)
+    stride = max(max(loaded.stride or [32]), 32)
+    dataset = CocoDetectionDataset(images, ann, img_size=img_size, rect=True, batch_size=batch_size, stride=stride)
+    if loaded.nc != len(dataset.names):  # fail before any inference
+        raise DataError(f"the model predicts {loaded.nc} classes but {ann} has {len(dataset.names)}; "
+                        f"evaluate a model trained (or fine-tuned) for this dataset")
+    model = adapter.fuse(copy.deepcopy(loaded.model).eval()) if fuse else loaded.model
+    return evaluate_dataset(model, dataset, decode=adapter.decode, batch_size=batch_size, device=device, **settings)
+
+
+def benchmark(loaded: LoadedModel, img_size: int = 640, **settings: Any) -> dict[str, Any]:
+    """Params, GMACs and fused latency / FPS of ``loaded`` (``measure_latency`` options in ``settings``)."""
+    from yolo_prune.benchmark import measure_latency, model_stats
+
+    adapter = adapter_of(loaded)
+    latency = measure_latency(loaded.model, img_size, fuse=adapter.fuse, decode=adapter.decode, **settings)
+    return {**model_stats(loaded.model, img_size), "latency": latency}
+
+
+def finetune(*args: Any, **kwargs: Any) -> Any:
+    """Fine-tunes a model on a COCO-format dataset: see ``yolo_prune.engine.finetune``."""
+    from yolo_prune.engine.finetune import finetune as run
+
+    return run(*args, **kwargs)

@@ -12,8 +12,8 @@ interrupted fine-tune resumes from its ``last.pt``: re-running the command conti
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,6 @@ from typing import Any
 import yaml
 
 from yolo_prune import api
-from yolo_prune.adapters import LoadedModel
 from yolo_prune.io import atomic_write_json, atomic_write_text
 from yolo_prune.reporting import format_table
 
@@ -171,37 +170,27 @@ def _train(run: Path, s: PipelineSettings, data: Path, *, epochs: int, hyp: str 
 
 def _evaluate(s: PipelineSettings, data: Path, weights: Path, name: str) -> dict[str, Any]:
     """mAP on the val split plus params, GMACs and fused batch-1 latency, cached per stage."""
-    from yolo_prune.benchmark import measure_latency, model_stats
-    from yolo_prune.data import CocoDetectionDataset, load_data_config
-    from yolo_prune.evaluation import evaluate
+    from yolo_prune.data import load_data_config
+    from yolo_prune.pruning import conv_out_channels
 
     cache = s.out / "eval" / f"{name.replace('+', '_')}.json"
     if cache.exists():
-        import json
-
         return json.loads(cache.read_text())
     print(f"[5/5] evaluating {name} ({weights})")
     loaded = api.load(weights, trust=s.trust)
-    adapter = api.adapter_of(loaded)
     cfg = load_data_config(data)
-    val = CocoDetectionDataset(cfg.val_images, cfg.val_ann, img_size=s.img_size, rect=True,
-                               batch_size=s.batch_size, stride=max(loaded.stride))
-    metrics = evaluate(loaded.model, val, decode=adapter.decode, batch_size=s.batch_size, device=s.device or "cpu")
-    fused = adapter.fuse(copy.deepcopy(loaded.model).eval())
-    latency = measure_latency(fused, s.img_size, batch=1, runs=s.fps_runs, device=s.device or "cpu")
-    row = {"name": name, "source": str(weights), **model_stats(loaded.model, s.img_size),
+    device = s.device or "cpu"
+    metrics = api.evaluate(loaded, cfg.val_images, cfg.val_ann, img_size=s.img_size, batch_size=s.batch_size,
+                           device=device, workers=s.workers)
+    bench = api.benchmark(loaded, s.img_size, batch=1, runs=s.fps_runs, device=device)
+    latency_ms = bench["latency"]["latency_ms_median"]
+    row = {"name": name, "source": str(weights), "params_m": bench["params_m"], "gmacs": bench["gmacs"],
            "file_mb": weights.stat().st_size / 2**20, "map50_95": float(metrics["map50_95"]),
-           "map50": float(metrics["map50"]), "latency_ms": latency["latency_ms_median"],
-           "fps": 1000.0 / latency["latency_ms_median"], "device": str(s.device or "cpu"),
-           "channels": _channels(loaded)}
+           "map50": float(metrics["map50"]), "latency_ms": latency_ms, "fps": 1000.0 / latency_ms,
+           "end_to_end_ms": bench["latency"]["end_to_end_ms_median"], "device": bench["latency"]["device"],
+           "channels": conv_out_channels(loaded.model)}
     atomic_write_json(row, cache)
     return row
-
-
-def _channels(loaded: LoadedModel) -> dict[str, int]:
-    from yolo_prune.pruning import conv_out_channels
-
-    return conv_out_channels(loaded.model)
 
 
 def _targets(baseline: dict[str, Any], finetuned: dict[str, Any]) -> dict[str, float]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -68,33 +67,24 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluates the model of ``args``; prints a table and writes the metrics JSON."""
     from yolo_prune import api
     from yolo_prune.benchmark import measure_latency, model_stats
-    from yolo_prune.data import CocoDetectionDataset
     from yolo_prune.data.config import names_from_coco_json
-    from yolo_prune.data.errors import DataError
     from yolo_prune.engine.distributed import select_device
-    from yolo_prune.evaluation.evaluator import evaluate
 
     images, ann = _dataset_paths(args)
     device = select_device(args.device)
     loaded = _load_model(args, nc=len(names_from_coco_json(ann)))
-    adapter = api.adapter_of(loaded)
-    stride = max(max(loaded.stride or [32]), 32)
-    dataset = CocoDetectionDataset(images, ann, img_size=args.img, rect=True, batch_size=args.batch, stride=stride)
-    if loaded.nc != len(dataset.names):  # fail before any inference
-        raise DataError(f"{args.weights or args.cfg} predicts {loaded.nc} classes but {ann} has "
-                        f"{len(dataset.names)}; evaluate a model trained for this dataset")
-    model = loaded.model if args.no_fuse else adapter.fuse(copy.deepcopy(loaded.model).eval())
-    metrics = evaluate(model, dataset, decode=adapter.decode, batch_size=args.batch, conf_thres=args.conf,
-                       iou_thres=args.iou, max_det=args.max_det, device=device, half=args.half,
-                       backend=args.backend, workers=args.workers, max_images=args.max_images,
-                       results_path=args.save_results)
+    metrics = api.evaluate(loaded, images, ann, img_size=args.img, batch_size=args.batch, fuse=not args.no_fuse,
+                           conf_thres=args.conf, iou_thres=args.iou, max_det=args.max_det, device=device,
+                           half=args.half, backend=args.backend, workers=args.workers,
+                           max_images=args.max_images, results_path=args.save_results)
     report = {"weights": str(args.weights) if args.weights else None, "cfg": args.cfg, "data": str(args.data or ann),
               "split": args.split if args.data else None, "img_size": args.img, "fused": not args.no_fuse,
               "metrics": {k: v for k, v in metrics.items() if k != "settings"}, "settings": metrics["settings"],
               "model": model_stats(loaded.model, args.img),  # unfused, as in the prune report
               "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     if args.bench_runs > 0:
-        report["latency"] = measure_latency(model, args.img, batch=1, device=device,
+        fuse = None if args.no_fuse else api.adapter_of(loaded).fuse
+        report["latency"] = measure_latency(loaded.model, args.img, batch=1, device=device, fuse=fuse,
                                             half=args.half and device.type == "cuda", runs=args.bench_runs)
     out = args.out or _default_out(args)
     atomic_write_json(report, out)

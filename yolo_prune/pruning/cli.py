@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import io
 from pathlib import Path
 from typing import Any
@@ -100,15 +99,13 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
 
 def describe_model(loaded, img_size: int, *, measure: bool = True) -> dict[str, Any]:
     """Params, GMACs, fp16 size and (optionally) fused batch-1 CPU latency of a model."""
-    from yolo_prune.benchmark import measure_latency, model_stats
+    if not measure:
+        from yolo_prune.benchmark import model_stats
 
-    adapter = api.adapter_of(loaded)
-    stats = dict(model_stats(loaded.model, img_size))
-    stats["file_mb"] = _fp16_size_mb(loaded.model)
-    if measure:
-        fused = adapter.fuse(copy.deepcopy(loaded.model).eval())
-        stats["latency_ms"] = measure_latency(fused, img_size, batch=1, warmup=2, runs=5)["latency_ms_median"]
-    return stats
+        return {**model_stats(loaded.model, img_size), "file_mb": _fp16_size_mb(loaded.model)}
+    stats = api.benchmark(loaded, img_size, batch=1, warmup=2, runs=5, nms=False)
+    return {"params_m": stats["params_m"], "gmacs": stats["gmacs"], "file_mb": _fp16_size_mb(loaded.model),
+            "latency_ms": stats["latency"]["latency_ms_median"]}
 
 
 def _fp16_size_mb(model: torch.nn.Module) -> float:
