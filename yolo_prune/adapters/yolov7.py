@@ -1,0 +1,133 @@
+"""Official YOLOv7 (WongKinYiu/yolov7) checkpoints, through the compatible ``models`` package.
+
+Pruning facts of this family:
+
+* the head's output convs (``m``; ``m2`` for IAuxDetect) must keep ``na * (nc + 5)`` channels;
+* ``ImplicitA.implicit`` / ``ImplicitM.implicit`` are bare ``[1, C, 1, 1]`` parameters whose
+  channels follow the conv they feed / follow (dimension 1);
+* after pruning, ``RepConv.in_channels``, ``ImplicitA/M.channel`` and each layer's ``np`` are
+  recomputed from the tensors (``models.yolo.refresh_bookkeeping``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from models import yolo
+from models.common import ImplicitA, ImplicitM
+from yolo_prune.adapters.base import ADAPTERS, DetectorAdapter, LossFn, LoadedModel
+from yolo_prune.io import checkpoint as checkpoint_io  # module, not names: the two import each other
+
+# save() arguments that may arrive in ``extra``; the rest become plain entries of the file's dict.
+_SAVE_ARGS = ("epoch", "best_fitness", "training_results", "ema", "updates", "optimizer", "half")
+
+
+@ADAPTERS.register("yolov7")
+class YOLOv7Adapter(DetectorAdapter):
+    """Adapter for ``models.yolo.Model`` (YOLOv7 tiny / P5 / P6 families, training and deploy cfgs)."""
+
+    name = "yolov7"
+    pickle_packages = ("models",)
+
+    # -- identification / construction -------------------------------------------------
+    def matches(self, model: nn.Module) -> bool:
+        return isinstance(_unwrap(model), yolo.Model)
+
+    def load(self, path: str | Path, *, trust: bool = False, cfg: str | Path | None = None) -> LoadedModel:
+        return checkpoint_io.load_checkpoint(path, trust=trust, cfg=cfg)
+
+    def owns_cfg(self, cfg: str | Path) -> bool:
+        """A name/file in ``configs/models``, or a yaml with anchors and a YOLOv7 head."""
+        try:
+            path = yolo.find_cfg(cfg)
+        except FileNotFoundError:
+            return False
+        if path.parent.parent == yolo.CFG_ROOT:
+            return True
+        try:
+            with open(path) as f:
+                d = yaml.safe_load(f)
+            return isinstance(d, dict) and "anchors" in d and d["head"][-1][2] in ("Detect", "IDetect", "IAuxDetect")
+        except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError):
+            return False
+
+    def build(self, cfg: str | Path | dict, nc: int | None = None, *, width_multiple: float | None = None,
+              depth_multiple: float | None = None) -> LoadedModel:
+        """Randomly initialised model from a cfg path, dict or family name (``'yolov7-tiny'``).
+
+        ``width_multiple`` / ``depth_multiple`` override the cfg's (handy for tiny test models).
+        """
+        cfg_dict = yolo.load_cfg(cfg)
+        if width_multiple is not None:
+            cfg_dict["width_multiple"] = width_multiple
+        if depth_multiple is not None:
+            cfg_dict["depth_multiple"] = depth_multiple
+        model = yolo.Model(cfg_dict, nc=nc).float().eval()
+        return LoadedModel(model=model, family=self.name, names=list(model.names),
+                           stride=[int(s) for s in model.stride.tolist()], cfg=model.yaml,
+                           source=Path(cfg) if isinstance(cfg, (str, Path)) else None)
+
+    # -- pruning ----------------------------------------------------------------------
+    def ignored_layers(self, model: nn.Module) -> list[nn.Module]:
+        head = _head(model)
+        layers = list(head.m)
+        if isinstance(head, yolo.IAuxDetect):
+            layers += list(head.m2)
+        return layers
+
+    def unwrapped_parameters(self, model: nn.Module) -> list[tuple[nn.Parameter, int]]:
+        return [(m.implicit, 1) for m in _unwrap(model).modules() if isinstance(m, (ImplicitA, ImplicitM))]
+
+    def prepare_for_pruning(self, model: nn.Module) -> nn.Module:
+        """Nothing to rewrite: every YOLOv7 block traces as is. Clears cached grids."""
+        yolo.refresh_bookkeeping(_unwrap(model))
+        return model
+
+    def finish_pruning(self, model: nn.Module) -> nn.Module:
+        """Recomputes channel bookkeeping from the pruned tensors."""
+        yolo.refresh_bookkeeping(_unwrap(model))
+        return model
+
+    # -- inference --------------------------------------------------------------------
+    def decode(self, output: Any) -> torch.Tensor:
+        """Eval output ``(pred, maps)`` -> ``pred [B, N, 5 + nc]`` (a bare tensor passes through)."""
+        return output if isinstance(output, torch.Tensor) else output[0]
+
+    def fuse(self, model: nn.Module) -> nn.Module:
+        """Folds Conv+BN, RepConv branches and implicit terms in place; returns the model in eval mode."""
+        return _unwrap(model).fuse().eval()
+
+    # -- training ---------------------------------------------------------------------
+    def loss(self, model: nn.Module, hyp: dict) -> LossFn:
+        """YOLOv7 training loss, implemented in ``yolo_prune.engine.losses`` (imported lazily)."""
+        from yolo_prune.engine.losses import build_yolov7_loss
+
+        return build_yolov7_loss(model, hyp)
+
+    # -- saving -----------------------------------------------------------------------
+    def save(self, loaded: LoadedModel, path: str | Path, *, extra: dict | None = None) -> Path:
+        """Official checkpoint dict; known ``extra`` keys are save arguments, others plain entries.
+
+        ``loaded.meta['pruning']`` (if any) is stored as a ``'pruning'`` entry.
+        """
+        extra = dict(extra or {})
+        kwargs = {k: extra.pop(k) for k in _SAVE_ARGS if k in extra}
+        if "pruning" in loaded.meta and "pruning" not in extra:
+            extra["pruning"] = checkpoint_io.plain_extra(loaded.meta["pruning"])
+        return checkpoint_io.save_checkpoint(loaded.model, path, names=loaded.names, extra=extra or None, **kwargs)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DDP / DataParallel wrapper, or the model itself."""
+    return model.module if isinstance(getattr(model, "module", None), nn.Module) else model
+
+
+def _head(model: nn.Module) -> nn.Module:
+    head = _unwrap(model).model[-1]
+    if not isinstance(head, yolo.HEADS):
+        raise TypeError(f"the last layer of this YOLOv7 model is {type(head).__name__}, not a detection head")
+    return head
