@@ -23,28 +23,39 @@ import yaml
 
 from yolo_prune import api
 from yolo_prune.io import atomic_write_json, atomic_write_text
+from yolo_prune.paths import HYP_DIR
 from yolo_prune.reporting import format_table
+
+
+# The baseline shipped with the project, made by the project's own scripts (exact command in
+# yolo_prune/assets/README.md). The main job uses it when its settings are the ones it was trained with.
+SHIPPED_BASELINE = Path(__file__).resolve().parent / "assets" / "yolov7-tiny-shapes160.pt"
+SHIPPED_BASELINE_SETTINGS = {"cfg": "yolov7-tiny", "img_size": 160, "synthetic_train": 400, "synthetic_val": 100,
+                             "seed": 0}
 
 
 @dataclass
 class PipelineSettings:
     """Every default of the main job, in one place (sized for a 2-core CPU by default)."""
 
-    weights: Path | None = None       # the user's checkpoint; None: train a baseline from ``cfg``
+    weights: Path | None = None       # the user's checkpoint; None: the shipped or a trained baseline
     cfg: str = "yolov7-tiny"
     data: Path | None = None          # the user's data yaml; None: the synthetic shapes set
     out: Path = Path("runs/demo")
-    img_size: int = 256
+    img_size: int = 160
     synthetic_train: int = 400
     synthetic_val: int = 100
+    train_baseline: bool = False      # train the baseline even when the shipped one fits
     baseline_epochs: int = 30
-    finetune_epochs: int = 15
+    finetune_epochs: int = 12
     batch_size: int = 16
+    nominal_batch: int = 16           # optimizer step every this many images
+    val_period: int = 3               # validate during fine-tuning every this many epochs
     ratio: float = 0.5
     importance: str = "l2"
     round_to: int | None = 8
     distill: bool = False             # use the baseline as teacher while fine-tuning
-    hyp_baseline: str | None = None   # None: the family's scratch hyp
+    hyp_baseline: str | None = str(HYP_DIR / "hyp.scratch.tiny.yaml")
     hyp_finetune: str | None = None   # None: the project's fine-tuning hyp
     device: str = ""
     workers: int = 2
@@ -61,6 +72,8 @@ def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, help="your data yaml (default: generate the synthetic shapes set)")
     parser.add_argument("--out", type=Path, default=d.out, help="run folder; re-running continues (default %(default)s)")
     parser.add_argument("--img", dest="img_size", type=int, default=d.img_size, help="train/eval size (%(default)s)")
+    parser.add_argument("--train-baseline", action="store_true",
+                        help="train the baseline from --cfg even when the shipped one fits the settings")
     parser.add_argument("--baseline-epochs", type=int, default=d.baseline_epochs)
     parser.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs)
     parser.add_argument("--batch", dest="batch_size", type=int, default=d.batch_size)
@@ -89,7 +102,7 @@ def main_job(s: PipelineSettings) -> dict[str, Any]:
     atomic_write_text(yaml.safe_dump(_plain(dataclasses.asdict(s)), sort_keys=False), s.out / "settings.yaml")
     started = time.perf_counter()
     data = s.data or _synthetic_data(s)
-    baseline_path = s.weights or _train_baseline(s, data)
+    baseline_path = s.weights or _shipped_baseline(s) or _train_baseline(s, data)
     pruned_path = _prune(s, baseline_path)
     finetuned_path = _finetune(s, data, pruned_path, baseline_path)
     stages = {"baseline": baseline_path, "pruned": pruned_path, "pruned+finetuned": finetuned_path}
@@ -124,6 +137,15 @@ def _synthetic_data(s: PipelineSettings) -> Path:
                                   img_size=s.img_size, seed=s.seed)
 
 
+def _shipped_baseline(s: PipelineSettings) -> Path | None:
+    """The shipped baseline when this run uses exactly the data and model it was trained on."""
+    matches = all(getattr(s, k) == v for k, v in SHIPPED_BASELINE_SETTINGS.items())
+    if s.data is None and not s.train_baseline and matches and SHIPPED_BASELINE.is_file():
+        print(f"[2/5] using the shipped baseline {SHIPPED_BASELINE} (--train-baseline trains one instead)")
+        return SHIPPED_BASELINE
+    return None
+
+
 def _train_baseline(s: PipelineSettings, data: Path) -> Path:
     run = s.out / "baseline"
     print(f"[2/5] training the {s.cfg} baseline for {s.baseline_epochs} epochs ({run})")
@@ -156,16 +178,26 @@ def _train(run: Path, s: PipelineSettings, data: Path, *, epochs: int, hyp: str 
     from yolo_prune.engine import finetune
 
     best, last, done = run / "weights" / "best.pt", run / "weights" / "last.pt", run / "done.json"
-    if done.exists():
+    if done.exists() or (last.exists() and _finished(last)):
         return best
-    if last.exists():
+    if last.exists():  # interrupted: continue exactly where it stopped
         result = finetune(resume=run)
     else:
         result = finetune(weights, cfg=cfg, data=data, out_dir=run, hyp=hyp, teacher=teacher, exist_ok=True,
                           trust=s.trust, epochs=epochs, img_size=s.img_size, batch_size=s.batch_size,
-                          device=s.device, workers=s.workers, seed=s.seed)
+                          nominal_batch=s.nominal_batch, val_period=s.val_period, device=s.device,
+                          workers=s.workers, seed=s.seed)
     atomic_write_json(result.summary(), done)
     return best
+
+
+def _finished(last: Path) -> bool:
+    """True when ``last.pt`` holds the final epoch of its run (crash after training, before done.json)."""
+    from yolo_prune.engine.checkpointing import TRAIN_STATE_KEY
+    from yolo_prune.io import read_checkpoint
+
+    ckpt = read_checkpoint(last)
+    return int(ckpt["epoch"]) + 1 >= int(ckpt[TRAIN_STATE_KEY]["settings"]["epochs"])
 
 
 def _evaluate(s: PipelineSettings, data: Path, weights: Path, name: str) -> dict[str, Any]:
