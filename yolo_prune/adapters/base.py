@@ -94,6 +94,14 @@ class DetectorAdapter(abc.ABC):
         """Rewrites the model into a traceable, prunable form with identical outputs."""
         return model
 
+    def output_shapes(self, output: Any) -> list[tuple[int, ...]]:
+        """Shapes pruning must preserve, read off a forward's output (default: every tensor's).
+
+        A family whose output also carries neck features (which pruning legitimately narrows)
+        leaves those out here.
+        """
+        return [tuple(t.shape) for t in flatten_tensors(output)]
+
     def finish_pruning(self, model: nn.Module) -> nn.Module:
         """Restores whatever ``prepare_for_pruning`` changed and refreshes bookkeeping."""
         return model
@@ -117,6 +125,17 @@ class DetectorAdapter(abc.ABC):
     @abc.abstractmethod
     def save(self, loaded: LoadedModel, path: str | Path, *, extra: dict | None = None) -> Path:
         """Writes ``loaded.model`` atomically in the family's own checkpoint format."""
+
+
+def flatten_tensors(obj: Any) -> list[torch.Tensor]:
+    """Every tensor in a nested list / tuple / dict, in order."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for item in obj for t in flatten_tensors(item)]
+    if isinstance(obj, dict):
+        return [t for item in obj.values() for t in flatten_tensors(item)]
+    return []
 
 
 def get_adapter(name: str) -> DetectorAdapter:

@@ -137,7 +137,7 @@ def prune_model(
     # Tracing and the shape check only need the graph, not the full resolution: a small input
     # (a multiple of every YOLO stride up to 64 and 128) makes pruning a full-size model fast.
     trace_inputs = example_inputs[..., :min(img_size, TRACE_SIZE), :min(img_size, TRACE_SIZE)]
-    shapes_before = _output_shapes(model, trace_inputs)  # train and eval outputs
+    shapes_before = _output_shapes(model, adapter, trace_inputs)  # train and eval outputs
     macs_before, params_before = tp.utils.count_ops_and_params(model, example_inputs)
     channels_before = conv_out_channels(model)
 
@@ -164,7 +164,7 @@ def prune_model(
                          channels_before, channels_before, settings, dry_run)
     if dry_run or nothing_to_do:
         return result
-    _check_shapes(shapes_before, _output_shapes(model, trace_inputs))
+    _check_shapes(shapes_before, _output_shapes(model, adapter, trace_inputs))
     model.train(was_training)
     result.macs_after, result.params_after = tp.utils.count_ops_and_params(model, example_inputs)
     result.channels_after = conv_out_channels(model)
@@ -261,26 +261,16 @@ def _training_forward(model: nn.Module, x: torch.Tensor) -> Any:
         return model(x)
 
 
-def _output_shapes(model: nn.Module, x: torch.Tensor) -> list[tuple[int, ...]]:
-    """Shapes of every output tensor, in training mode and in eval mode."""
+def _output_shapes(model: nn.Module, adapter: DetectorAdapter, x: torch.Tensor) -> list[tuple[int, ...]]:
+    """Shapes of the head's output tensors, in training mode and in eval mode."""
     was_training = model.training
     with torch.no_grad():
         with _training_mode_frozen_bn(model):
-            shapes = [tuple(t.shape) for t in _flatten_tensors(model(x))]
+            shapes = adapter.output_shapes(model(x))
         model.eval()
-        shapes += [tuple(t.shape) for t in _flatten_tensors(model(x))]
+        shapes += adapter.output_shapes(model(x))
     model.train(was_training)
     return shapes
-
-
-def _flatten_tensors(obj: Any) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, (list, tuple)):
-        return [t for item in obj for t in _flatten_tensors(item)]
-    if isinstance(obj, dict):
-        return [t for item in obj.values() for t in _flatten_tensors(item)]
-    return []
 
 
 def _check_shapes(before: list[tuple[int, ...]], after: list[tuple[int, ...]]) -> None:
