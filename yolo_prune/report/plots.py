@@ -1,0 +1,66 @@
+"""The report's figures (matplotlib, Agg backend, PNG written atomically)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from yolo_prune.io import atomic_path
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    _pyplot().close(fig)
+    return path
+
+
+def scatter_plot(entries: Sequence[dict[str, Any]], x: str, y: str, path: str | Path, *, xlabel: str, ylabel: str,
+                 title: str, invert_x: bool = False) -> Path | None:
+    """One labelled point per entry having both ``x`` and ``y``; None when fewer than one has."""
+    points = [(e[x], e[y], e["name"]) for e in entries if e.get(x) is not None and e.get(y) is not None]
+    if not points:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for px, py, name in points:
+        ax.scatter(px, py, s=36)
+        ax.annotate(name, (px, py), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    if invert_x:
+        ax.invert_xaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def channels_plot(entries: Sequence[dict[str, Any]], path: str | Path) -> Path | None:
+    """Output channels per conv (in the first model's layer order), one line per model with channels."""
+    with_channels = [e for e in entries if e.get("channels")]
+    if not with_channels:
+        return None
+    order = list(with_channels[0]["channels"])
+    for e in with_channels[1:]:
+        order += [n for n in e["channels"] if n not in order]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, min(16.0, len(order) * 0.12)), 4.2))
+    for e in with_channels:
+        xs = [i for i, n in enumerate(order) if n in e["channels"]]
+        ax.step(xs, [e["channels"][order[i]] for i in xs], where="mid", lw=1.2, label=e["name"])
+    ax.set_xlabel("conv layer (model order)")
+    ax.set_ylabel("output channels")
+    ax.set_title("Channels per layer")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, Path(path))
