@@ -326,3 +326,20 @@ def test_bad_hyp_and_data_files_give_clear_errors(tiny_model, shapes_data, tmp_p
         finetune(get_adapter("yolov7").build("yolov7-tiny", width_multiple=0.125), data=shapes_data,
                  out_dir=tmp_path / "c", epochs=1, device="cpu")
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()  # nothing written on refusal
+
+
+def test_cli_sparse_training_shrinks_bn_scales(shapes_data, fast_hyp, tmp_path):
+    """--sparse bn_l1 (network slimming) pulls BN scales towards zero compared with plain training."""
+    from yolo_prune.cli import main
+    from yolo_prune.io import read_checkpoint
+
+    def gamma_l1(run):
+        model = read_checkpoint(run / "weights" / "last.pt")["model"]
+        return sum(m.weight.abs().sum().item() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+    base = ["finetune", "--cfg", str(_tiny_cfg(tmp_path)), "--data", str(shapes_data), "--hyp", str(fast_hyp),
+            "--epochs", "1", "--img", str(IMG), "--batch", "2", "--nominal-batch", "2", "--workers", "0",
+            "--device", "cpu", "--no-val"]
+    assert main([*base, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*base, "--out", str(tmp_path / "sparse"), "--sparse", "bn_l1", "--sparse-reg", "0.05"]) == 0
+    assert gamma_l1(tmp_path / "sparse") < gamma_l1(tmp_path / "plain")

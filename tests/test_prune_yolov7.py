@@ -172,3 +172,41 @@ def test_every_group_ignored_fails_loudly(tiny_yolov7):
 
     with pytest.raises(PruningError, match="removed nothing"):
         prune_model(tiny_yolov7, IgnoreAll(), img_size=IMG, pruning_ratio=0.5)
+
+
+def test_prune_command_applies_a_recipe(tmp_path, tiny_checkpoint):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("pruning_ratio: 0.0\nlayer_ratios:\n  'model.2.conv': 0.5\n")
+    out = tmp_path / "r.pt"
+    assert cli_main(["prune", "--weights", str(tiny_checkpoint), "--img", str(IMG), "--recipe", str(recipe),
+                     "--out", str(out), "--no-latency"]) == 0
+    before, after = api.load(tiny_checkpoint).model, api.load(out).model
+    assert after.model[2].conv.out_channels == before.model[2].conv.out_channels // 2
+    assert after.model[0].conv.out_channels == before.model[0].conv.out_channels  # only the recipe's layer
+
+
+def test_prune_command_unstructured_keeps_shapes_and_macs(tmp_path, tiny_checkpoint):
+    out = tmp_path / "u.pt"
+    assert cli_main(["prune", "--weights", str(tiny_checkpoint), "--img", str(IMG), "--mode", "unstructured",
+                     "--sparsity", "0.5", "--out", str(out), "--no-latency"]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["after"]["gmacs"] == pytest.approx(report["before"]["gmacs"])  # dense MACs unchanged
+    model = api.load(out).model
+    convs = [m for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and ".m." not in name]
+    zeros = sum((c.weight == 0).sum().item() for c in convs) / sum(c.weight.numel() for c in convs)
+    assert zeros >= 0.49
+
+
+def test_prune_command_iterative_with_fine_tuning(tmp_path):
+    from yolo_prune.data.synthetic import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "data", n_train=4, n_val=2, img_size=64, seed=0)
+    model = build_yolov7("yolov7-tiny", width=0.125, nc=6)
+    weights = api.save(LoadedModel(model, "yolov7", [f"c{i}" for i in range(6)], [8, 16, 32]), tmp_path / "m.pt")
+    out = tmp_path / "it.pt"
+    assert cli_main(["prune", "--weights", str(weights), "--img", "64", "--ratio", "0.5", "--steps", "2",
+                     "--data", str(data), "--epochs-per-step", "1", "--out", str(out), "--no-latency"]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    steps = report["iterative"]["steps"]
+    assert len(steps) == 2 and steps[1]["gmacs"] < steps[0]["gmacs"]  # a fine-tune between two prune steps
+    assert report["after"]["gmacs"] < 0.6 * report["before"]["gmacs"]

@@ -44,6 +44,9 @@ def add_finetune_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     run.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm under DDP (CUDA only)")
     run.add_argument("--no-ema", dest="ema", action="store_false", default=None, help="no weight EMA")
     run.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="no mixed precision on CUDA")
+    run.add_argument("--sparse", help="sparse training before pruning: bn_l1 (network slimming), "
+                                      "bn_group_lasso or group_norm (torch-pruning regularisers)")
+    run.add_argument("--sparse-reg", type=float, default=1e-4, help="sparse-training penalty (default %(default)s)")
     val = parser.add_argument_group("validation")
     val.add_argument("--no-val", dest="val", action="store_false", default=None, help="skip validation")
     val.add_argument("--val-period", type=int, help="validate every N epochs (and after the last)")
@@ -71,9 +74,14 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--data is required (a data yaml); or pass --resume to continue a run")
     if args.resume is None and args.weights is None and args.cfg is None:
         raise ValueError("pass --weights path/to/model.pt to fine-tune, or --cfg to train a new model")
+    callbacks = None
+    if args.sparse:
+        from yolo_prune.pruning.sparse import SparseTrainingCallback
+
+        callbacks = SparseTrainingCallback(args.sparse, reg=args.sparse_reg)
     result = finetune(args.weights, cfg=args.cfg, data=args.data, out_dir=args.out, hyp=args.hyp,
                       teacher=args.teacher, resume=args.resume, exist_ok=args.exist_ok, family=args.family,
-                      trust=args.trust_checkpoint, **settings)
+                      trust=args.trust_checkpoint, callbacks=callbacks, **settings)
     summary = result.summary()
     if result.is_main:
         print(f"\nfine-tuned {summary['epochs']} epochs; best fitness {summary['best_fitness']}; "

@@ -191,8 +191,9 @@ class Trainer:
 
     def optimizer_step(self) -> None:
         """Applies the accumulated gradients (optionally clipped), then updates the EMA."""
+        self.scaler.unscale_(self.optimizer)  # a no-op without AMP; hooks and clipping see true gradients
+        self.callbacks.on_before_optimizer_step(self)
         if self.settings.max_grad_norm:
-            self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.max_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()

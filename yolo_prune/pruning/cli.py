@@ -31,7 +31,17 @@ def add_prune_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     how.add_argument("--max-ratio", type=float, default=1.0, help="no layer loses more than this fraction")
     how.add_argument("--layer-ratio", action="append", default=[], metavar="GLOB=RATIO",
                      help="per-layer ratio by module-name glob, e.g. 'model.77*=0.2' (repeatable)")
-    how.add_argument("--steps", type=int, default=1, help="reach the ratio in this many steps")
+    how.add_argument("--recipe", help="prune recipe yaml, or a name in configs/prune/ (replaces the ratio flags)")
+    how.add_argument("--steps", type=int, default=1,
+                     help="reach the ratio in this many steps (with --data: a short fine-tune between steps)")
+    how.add_argument("--data", type=Path, help="data yaml: iterative pruning fine-tunes on it between --steps")
+    how.add_argument("--epochs-per-step", type=int, default=1, help="fine-tune epochs after each step (with --data)")
+    how.add_argument("--mode", choices=("channel", "unstructured"), default="channel",
+                     help="channel: remove whole channels; unstructured: zero single weights "
+                          "(a contrast: dense hardware does not get faster)")
+    how.add_argument("--sparsity", type=float, default=0.5, help="fraction of weights zeroed (--mode unstructured)")
+    how.add_argument("--scope", choices=("layer", "global"), default="layer",
+                     help="unstructured: the same sparsity per layer, or one global threshold")
     how.add_argument("--img", type=int, default=640, help="input size for tracing, MACs and latency")
     how.add_argument("--seed", type=int, default=0)
     how.add_argument("--dry-run", action="store_true", help="list the pruning groups, change nothing")
@@ -71,30 +81,72 @@ def resolve_out_path(args: argparse.Namespace) -> Path:
     return out
 
 
+def prune_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``prune_model`` keyword arguments from the flags; a ``--recipe`` overrides the ratio flags."""
+    settings = dict(importance=args.importance, pruning_ratio=args.ratio, global_pruning=args.global_pruning,
+                    layer_ratios=parse_layer_ratios(args.layer_ratio), max_pruning_ratio=args.max_ratio,
+                    round_to=args.round_to, iterative_steps=args.steps, seed=args.seed)
+    if args.recipe:
+        from yolo_prune.pruning.recipe import load_recipe
+
+        settings.update(load_recipe(args.recipe))
+    return settings
+
+
 def run_prune(args: argparse.Namespace) -> dict[str, Any]:
     """Runs the prune job described by ``args``; returns the JSON report."""
     if args.weights is not None and not args.weights.is_file():
         raise FileNotFoundError(f"--weights {args.weights} does not exist")
+    settings = prune_settings(args)
     out = None if args.dry_run else resolve_out_path(args)
     loaded = api.load(args.weights, cfg=args.cfg, family=args.family, trust=args.trust_checkpoint)
     before = describe_model(loaded, args.img, measure=not args.no_latency)
     before["file_mb"] = args.weights.stat().st_size / 2**20 if args.weights else before["file_mb"]
-    result = api.prune(loaded, img_size=args.img, importance=args.importance, pruning_ratio=args.ratio,
-                       global_pruning=args.global_pruning, layer_ratios=parse_layer_ratios(args.layer_ratio),
-                       max_pruning_ratio=args.max_ratio, round_to=args.round_to, iterative_steps=args.steps,
-                       seed=args.seed, dry_run=args.dry_run)
+    if args.mode == "unstructured":
+        return _run_unstructured(args, loaded, out, before)
+    if args.data is not None and not args.dry_run:
+        return _run_iterative(args, loaded, out, before, settings)
+    result = api.prune(loaded, img_size=args.img, dry_run=args.dry_run, **settings)
     if args.dry_run:
         print(format_groups(result.groups))
         return result.summary()
+    return _finish(args, loaded, out, before, result.summary())
+
+
+def _finish(args: argparse.Namespace, loaded, out: Path, before: dict[str, Any], summary: dict[str, Any]) -> dict:
+    """Saves the pruned model and its JSON report; prints the before/after table."""
     api.save(loaded, out)
     after = describe_model(loaded, args.img, measure=not args.no_latency)
     after["file_mb"] = out.stat().st_size / 2**20
-    report = {**result.summary(), "weights": args.weights, "cfg": args.cfg, "out": out,
-              "before": before, "after": after}
+    report = {**summary, "weights": args.weights, "cfg": args.cfg, "out": out, "before": before, "after": after}
     atomic_write_json(report, out.with_suffix(".json"))
     print(format_comparison({"original": before, "pruned": after}))
     print(f"\nsaved {out} (report: {out.with_suffix('.json')})")
     return report
+
+
+def _run_unstructured(args: argparse.Namespace, loaded, out: Path | None, before: dict[str, Any]) -> dict:
+    """Zeroes single weights (made permanent): same shapes, same MACs - the contrast mode."""
+    from yolo_prune.pruning.unstructured import unstructured_prune
+
+    if args.dry_run:
+        raise ValueError("--dry-run lists channel groups; it does not apply to --mode unstructured")
+    adapter = api.adapter_of(loaded)
+    report = unstructured_prune(loaded.model, adapter, args.sparsity, scope=args.scope, img_size=args.img)
+    loaded.meta["pruning"] = {"mode": "unstructured", "sparsity": args.sparsity, "scope": args.scope}
+    return _finish(args, loaded, out, before, {"unstructured": report})
+
+
+def _run_iterative(args: argparse.Namespace, loaded, out: Path, before: dict[str, Any],
+                   settings: dict[str, Any]) -> dict:
+    """Prunes in ``--steps`` rounds with ``--epochs-per-step`` of fine-tuning on ``--data`` between them."""
+    from yolo_prune.pruning.iterative import run_iterative
+
+    steps = settings.pop("iterative_steps")
+    run_dir = out.with_suffix("")
+    result = run_iterative(loaded, data=args.data, steps=steps, epochs_per_step=args.epochs_per_step,
+                           out_dir=run_dir, img_size=args.img, prune_kwargs=settings, workers=2)
+    return _finish(args, loaded, out, before, {"iterative": result.to_dict(), "run_dir": run_dir})
 
 
 def describe_model(loaded, img_size: int, *, measure: bool = True) -> dict[str, Any]:
