@@ -356,3 +356,20 @@ def test_yolo_train_with_pruned_trainer_keeps_architecture(pruned_v8, coco_data,
                 trainer=PrunedDetectionTrainer)
     assert conv_out_channels(model.model) == conv_out_channels(loaded.model)
     assert all(p.dtype == torch.float32 for p in model.model.parameters())
+
+
+def test_finetune_command_routes_ultralytics_to_its_trainer(pruned_v8, coco_data, tmp_path, capsys):
+    """``yolo-prune finetune`` on a pruned Ultralytics file runs Ultralytics' trainer, keeps the widths."""
+    from yolo_prune.cli import main
+
+    loaded, path = pruned_v8
+    data_yaml, _ = coco_data
+    out = tmp_path / "runs" / "ft"
+    argv = ["finetune", "--weights", str(path), "--data", str(data_yaml), "--epochs", "1", "--img", str(IMG),
+            "--batch", "4", "--workers", "0", "--device", "cpu", "--out", str(out)]
+    assert main(argv) == 0
+    tuned = get_adapter("ultralytics").load(out / "weights" / "best.pt")
+    assert conv_out_channels(tuned.model) == conv_out_channels(loaded.model)
+    # engine-only options are refused by name rather than silently dropped
+    assert main([*argv, "--teacher", str(path)]) == 2
+    assert "teacher" in capsys.readouterr().err

@@ -119,8 +119,56 @@ def benchmark(loaded: LoadedModel, img_size: int = 640, **settings: Any) -> dict
     return {**model_stats(loaded.model, img_size), "latency": latency}
 
 
-def finetune(*args: Any, **kwargs: Any) -> Any:
-    """Fine-tunes a model on a COCO-format dataset: see ``yolo_prune.engine.finetune``."""
-    from yolo_prune.engine.finetune import finetune as run
+def finetune(model: LoadedModel | str | Path | None = None, *, data: str | Path | None = None,
+             cfg: str | Path | None = None, family: str | None = None, trust: bool = False,
+             out_dir: str | Path = "runs/finetune/exp", **settings: Any) -> Any:
+    """Fine-tunes a model on a COCO-format dataset; returns a ``FinetuneResult``.
 
-    return run(*args, **kwargs)
+    Families whose adapter brings its own trainer (Ultralytics) are trained by it; every other
+    family by ``yolo_prune.engine.finetune`` (see there for ``settings``: epochs, img_size, ...).
+    """
+    from yolo_prune.engine.finetune import finetune as engine_finetune
+
+    adapter = _trainer_adapter(model, cfg, family, settings.get("resume"))
+    if adapter is None or not adapter.has_own_trainer:
+        return engine_finetune(model, data=data, cfg=cfg, family=family, trust=trust, out_dir=out_dir, **settings)
+    return _finetune_with_own_trainer(adapter, model, data=data, cfg=cfg, trust=trust, out_dir=Path(out_dir),
+                                      **settings)
+
+
+# engine setting -> the name a family's own trainer takes it under (Ultralytics' trainer: ``nbs`` is its
+# nominal batch). ``val_period`` is accepted and has no effect there: that trainer validates every epoch.
+# Any other engine setting is refused, not silently dropped.
+_OWN_TRAINER_SETTINGS = {"epochs": "epochs", "img_size": "img_size", "batch_size": "batch_size", "device": "device",
+                         "workers": "workers", "seed": "seed", "nominal_batch": "nbs", "val_period": None}
+
+
+def _trainer_adapter(model: Any, cfg: Any, family: str | None, resume: Any) -> DetectorAdapter | None:
+    if family:
+        return get_adapter(family)
+    if isinstance(model, LoadedModel):
+        return adapter_of(model)
+    if resume or (model is None and cfg is None):
+        return None  # the engine resumes its own runs and reports missing inputs itself
+    return _adapter_for(model, cfg)
+
+
+def _finetune_with_own_trainer(adapter: DetectorAdapter, model: Any, *, data: Any, cfg: Any, trust: bool,
+                               out_dir: Path, **settings: Any) -> Any:
+    from yolo_prune.engine.finetune import FinetuneResult
+
+    unsupported = sorted(k for k, v in settings.items() if v not in (None, False) and k not in _OWN_TRAINER_SETTINGS)
+    if unsupported:
+        raise ValueError(f"the {adapter.name} family fine-tunes with its own trainer, which does not take "
+                         f"{', '.join(unsupported)}; drop them or use that trainer's options directly")
+    if data is None:
+        raise ValueError("--data is required (a data yaml)")
+    loaded = model if isinstance(model, LoadedModel) else load(model, cfg=cfg, family=adapter.name, trust=trust)
+    renamed = {_OWN_TRAINER_SETTINGS[k]: v for k, v in settings.items()
+                if v is not None and _OWN_TRAINER_SETTINGS.get(k) is not None}
+    tuned = adapter.finetune(loaded, data, project=out_dir.parent, name=out_dir.name, **renamed)
+    run_dir = Path(tuned.meta.get("run_dir", out_dir))
+    weights = run_dir / "weights"
+    return FinetuneResult(out_dir=run_dir, last=weights / "last.pt", best=weights / "best.pt", best_fitness=None,
+                          epochs=int(settings.get("epochs") or 0), row=dict(tuned.meta.get("metrics", {})),
+                          model=tuned.model)

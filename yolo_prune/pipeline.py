@@ -175,7 +175,7 @@ def _finetune(s: PipelineSettings, data: Path, pruned: Path, baseline: Path) -> 
 def _train(run: Path, s: PipelineSettings, data: Path, *, epochs: int, hyp: str | None,
            cfg: str | None = None, weights: Path | None = None, teacher: Path | None = None) -> Path:
     """Trains into ``run`` unless finished; resumes a run that was interrupted."""
-    from yolo_prune.engine import finetune
+    from yolo_prune.api import finetune
 
     best, last, done = run / "weights" / "best.pt", run / "weights" / "last.pt", run / "done.json"
     if done.exists() or (last.exists() and _finished(last)):

@@ -121,6 +121,16 @@ class DetectorAdapter(abc.ABC):
         """Returns the family's training loss for ``model`` under hyper-parameters ``hyp``."""
         raise NotImplementedError(f"adapter {self.name!r} does not provide a training loss")
 
+    def finetune(self, loaded: LoadedModel, data: str | Path, **settings: Any) -> LoadedModel:
+        """Fine-tunes with the family's own trainer. Families that do not override this are
+        fine-tuned by ``yolo_prune.engine`` through ``loss`` / ``decode`` / ``save``."""
+        raise NotImplementedError(f"adapter {self.name!r} has no trainer of its own; use yolo_prune.engine")
+
+    @property
+    def has_own_trainer(self) -> bool:
+        """True when ``finetune`` is overridden (e.g. Ultralytics' trainer drives the run)."""
+        return type(self).finetune is not DetectorAdapter.finetune
+
     # -- saving -----------------------------------------------------------------------
     @abc.abstractmethod
     def save(self, loaded: LoadedModel, path: str | Path, *, extra: dict | None = None) -> Path:

@@ -67,7 +67,7 @@ SETTING_FLAGS = ("epochs", "img_size", "batch_size", "device", "workers", "lr_sc
 
 def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     """Runs the fine-tuning job described by ``args``; returns a summary dict."""
-    from yolo_prune.engine.finetune import finetune
+    from yolo_prune.api import finetune  # routes families with their own trainer (Ultralytics) to it
 
     settings = {name: getattr(args, name) for name in SETTING_FLAGS}
     if args.resume is None and args.data is None:
