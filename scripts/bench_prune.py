@@ -31,10 +31,11 @@ def main() -> None:
     parser.add_argument("--img", type=int, default=640)
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--importance", default="l2")
-    parser.add_argument("--round-to", type=int, nargs="*", default=[None, 8, 16, 32],
-                        help="channel alignments to compare (none = no rounding)")
+    parser.add_argument("--round-to", type=_round_to, nargs="*", default=[None, 8, 16, 32],
+                        help="channel alignments to compare ('none' = no rounding)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--nchw", action="store_true", help="time in NCHW instead of channels_last (NHWC)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -50,15 +51,21 @@ def main() -> None:
                              prune_s=time.perf_counter() - start))
     base_gmacs, base_ms = rows[0][2], rows[0][3]
     table = [[*r, base_gmacs / r[2], base_ms / r[3], (base_ms / r[3]) / (base_gmacs / r[2])] for r in rows]
-    print(f"\n{args.cfg} @ {args.img}px, {args.importance}, fused fp32 batch 1, {args.threads} threads, "
+    layout = "NCHW" if args.nchw else "channels_last"
+    print(f"\n{args.cfg} @ {args.img}px, {args.importance}, fused fp32 batch 1 ({layout}), {args.threads} threads, "
           f"median of {args.runs}")
     print(format_table(table, ["model", "prune s", "GMACs", "CPU ms", "MACs x", "latency x", "latency x / MACs x"]))
+
+
+def _round_to(value: str) -> int | None:
+    return None if value.lower() == "none" else int(value)
 
 
 def _measure(name, model, adapter, args, *, prune_s):
     gmacs = model_stats(model, args.img)["gmacs"]
     fused = adapter.fuse(copy.deepcopy(model).eval())
-    latency = measure_latency(fused, args.img, batch=1, warmup=3, runs=args.runs, threads=args.threads)
+    latency = measure_latency(fused, args.img, batch=1, warmup=3, runs=args.runs, threads=args.threads, nms=False,
+                              channels_last=not args.nchw)
     return [name, prune_s, gmacs, latency["latency_ms_median"]]
 
 

@@ -66,3 +66,19 @@ def test_benchmark_suite_on_cpu_is_fp32_per_batch():
 def test_benchmark_suite_on_cuda_adds_fp16():
     rows = benchmark_suite(OracleDetector(), 64, batches=(1,), device="cuda", warmup=1, runs=3)
     assert [r["half"] for r in rows] == [False, True] and "cuda" in rows[0]["device"]
+
+
+def test_channels_last_layout_keeps_outputs_and_is_reported():
+    """NHWC timing must time the same computation: a YOLO model (with non-4D anchor buffers)
+    converts, and gives the same outputs as in NCHW."""
+    from conftest import build_yolov7
+    from yolo_prune.benchmark.latency import to_channels_last
+
+    model = build_yolov7("yolov7-tiny", width=0.125)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)[0]
+        nhwc = to_channels_last(copy.deepcopy(model))(x.contiguous(memory_format=torch.channels_last))[0]
+    torch.testing.assert_close(nhwc, ref, rtol=1e-4, atol=1e-4)
+    assert measure_latency(model, 64, runs=1, warmup=0, nms=False)["channels_last"] is True
+    assert measure_latency(model, 64, runs=1, warmup=0, nms=False, channels_last=False)["channels_last"] is False
