@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from yolo_prune.adapters.base import DetectorAdapter, LoadedModel
+from _toy import ToyAdapter
 from yolo_prune.pruning import conv_out_channels, prune_model
 from yolo_prune.pruning.iterative import final_widths, iterative_prune
 from yolo_prune.pruning.sparse import (SPARSE_METHODS, SparseTrainingCallback, bn_gamma_summary,
@@ -32,26 +32,6 @@ class ToyDetector(nn.Module):
         return self.head(x + self.block(x))
 
 
-class ToyAdapter(DetectorAdapter):
-    name = "toy-iterative"
-
-    def matches(self, model):
-        return isinstance(model, ToyDetector)
-
-    def load(self, path, *, trust=False, cfg=None):
-        raise NotImplementedError
-
-    def build(self, cfg, nc=None):
-        return LoadedModel(ToyDetector(), self.name, ["a"], [4])
-
-    def ignored_layers(self, model):
-        return [model.head]
-
-    def decode(self, output):
-        return output
-
-    def save(self, loaded, path, *, extra=None):
-        raise NotImplementedError
 
 
 @pytest.fixture()

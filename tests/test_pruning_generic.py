@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from yolo_prune.adapters.base import DetectorAdapter, LoadedModel
+from _toy import ToyAdapter
 from yolo_prune.pruning import IMPORTANCES, PruningError, prune_model
 
 
@@ -29,29 +29,6 @@ class ToyDetector(nn.Module):
         return self.head(x + self.implicit)
 
 
-class ToyAdapter(DetectorAdapter):
-    name = "toy"
-
-    def matches(self, model):
-        return isinstance(model, ToyDetector)
-
-    def load(self, path, *, trust=False, cfg=None):
-        raise NotImplementedError
-
-    def build(self, cfg, nc=None):
-        return LoadedModel(ToyDetector(), "toy", ["a"], [2])
-
-    def ignored_layers(self, model):
-        return [model.head]
-
-    def unwrapped_parameters(self, model):
-        return [(model.implicit, 1)]
-
-    def decode(self, output):
-        return output
-
-    def save(self, loaded, path, *, extra=None):
-        raise NotImplementedError
 
 
 @pytest.fixture()

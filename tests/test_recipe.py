@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from yolo_prune.adapters.base import DetectorAdapter, LoadedModel
+from _toy import ToyAdapter
 from yolo_prune.paths import PRUNE_RECIPES_DIR
 from yolo_prune.pruning import prune_model
 from yolo_prune.pruning.recipe import (Recipe, RecipeError, load_recipe, read_recipe, recipe_from_dict,
@@ -28,26 +28,6 @@ class TinyNet(nn.Module):
         return self.head(self.body(self.stem(x)))
 
 
-class TinyAdapter(DetectorAdapter):
-    name = "tiny-recipe"
-
-    def matches(self, model):
-        return isinstance(model, TinyNet)
-
-    def load(self, path, *, trust=False, cfg=None):
-        raise NotImplementedError
-
-    def build(self, cfg, nc=None):
-        return LoadedModel(TinyNet(), self.name, ["a"], [4])
-
-    def ignored_layers(self, model):
-        return [model.head]
-
-    def decode(self, output):
-        return output
-
-    def save(self, loaded, path, *, extra=None):
-        raise NotImplementedError
 
 
 def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -70,8 +50,8 @@ def test_loaded_recipe_prunes_like_the_same_arguments(tmp_path):
     path = save_recipe(Recipe(**kwargs), tmp_path / "r.yaml")
     torch.manual_seed(0)
     model = TinyNet().eval()
-    direct = prune_model(copy.deepcopy(model), TinyAdapter(), img_size=IMG, **kwargs).model
-    from_file = prune_model(copy.deepcopy(model), TinyAdapter(), img_size=IMG, **load_recipe(path)).model
+    direct = prune_model(copy.deepcopy(model), ToyAdapter(), img_size=IMG, **kwargs).model
+    from_file = prune_model(copy.deepcopy(model), ToyAdapter(), img_size=IMG, **load_recipe(path)).model
     assert _shapes(direct) == _shapes(from_file)
     assert from_file.body[0].out_channels == 16 and from_file.stem[0].out_channels == 32
 
@@ -118,6 +98,6 @@ def test_shipped_recipes_load_and_apply(path):
     assert recipe.name == path.stem
     torch.manual_seed(0)
     model = TinyNet().eval()
-    result = prune_model(model, TinyAdapter(), img_size=IMG, **recipe.prune_kwargs())
+    result = prune_model(model, ToyAdapter(), img_size=IMG, **recipe.prune_kwargs())
     assert result.params_after < result.params_before
     assert result.model(torch.rand(1, 3, IMG, IMG)).shape == (1, 6, IMG // 4, IMG // 4)

@@ -8,7 +8,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from yolo_prune.adapters.base import DetectorAdapter, LoadedModel
+from _toy import ToyAdapter
 from yolo_prune.pruning import prune_model
 from yolo_prune.pruning.allocation import (Target, allocate, allocate_and_verify, target_from_reduction,
                                            uniform_ratio_for_target)
@@ -39,26 +39,6 @@ class ToyDetector(nn.Module):
         return self.head(self.fuse(torch.cat([y, self.branch(y)], 1)))
 
 
-class ToyAdapter(DetectorAdapter):
-    name = "toy-sensitivity"
-
-    def matches(self, model):
-        return isinstance(model, ToyDetector)
-
-    def load(self, path, *, trust=False, cfg=None):
-        raise NotImplementedError
-
-    def build(self, cfg, nc=None):
-        return LoadedModel(ToyDetector(), self.name, ["a"], [8])
-
-    def ignored_layers(self, model):
-        return [model.head]
-
-    def decode(self, output):
-        return output
-
-    def save(self, loaded, path, *, extra=None):
-        raise NotImplementedError
 
 
 @pytest.fixture()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from yolo_prune.adapters.base import DetectorAdapter, LoadedModel
+from _toy import ToyAdapter
 from yolo_prune.pruning.unstructured import (channel_ratio_for_sparsity, prunable_layers, sparsity_contrast,
                                              unstructured_prune)
 
@@ -27,26 +27,6 @@ class ToyDetector(nn.Module):
         return self.head(x + self.b(x))
 
 
-class ToyAdapter(DetectorAdapter):
-    name = "toy-unstructured"
-
-    def matches(self, model):
-        return isinstance(model, ToyDetector)
-
-    def load(self, path, *, trust=False, cfg=None):
-        raise NotImplementedError
-
-    def build(self, cfg, nc=None):
-        return LoadedModel(ToyDetector(), self.name, ["a"], [4])
-
-    def ignored_layers(self, model):
-        return [model.head]
-
-    def decode(self, output):
-        return output
-
-    def save(self, loaded, path, *, extra=None):
-        raise NotImplementedError
 
 
 @pytest.fixture()

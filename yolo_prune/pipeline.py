@@ -27,27 +27,19 @@ from yolo_prune.paths import HYP_DIR
 from yolo_prune.reporting import format_table
 
 
-# The baseline shipped with the project, made by the project's own scripts (exact command in
-# yolo_prune/assets/README.md). The main job uses it when its settings are the ones it was trained with.
-SHIPPED_BASELINE = Path(__file__).resolve().parent / "assets" / "yolov7-tiny-shapes160.pt"
-SHIPPED_BASELINE_SETTINGS = {"cfg": "yolov7-tiny", "img_size": 160, "synthetic_train": 400, "synthetic_val": 100,
-                             "seed": 0}
-
-
 @dataclass
 class PipelineSettings:
     """Every default of the main job, in one place (sized for a 2-core CPU by default)."""
 
-    weights: Path | None = None       # the user's checkpoint; None: the shipped or a trained baseline
+    weights: Path | None = None       # the user's checkpoint; None: train a baseline from ``cfg``
     cfg: str = "yolov7-tiny"
     data: Path | None = None          # the user's data yaml; None: the synthetic shapes set
     out: Path = Path("runs/demo")
     img_size: int = 160
     synthetic_train: int = 400
     synthetic_val: int = 100
-    train_baseline: bool = False      # train the baseline even when the shipped one fits
-    baseline_epochs: int = 30
-    finetune_epochs: int = 12
+    baseline_epochs: int = 20
+    finetune_epochs: int = 10
     batch_size: int = 16
     nominal_batch: int = 16           # optimizer step every this many images
     val_period: int = 3               # validate during fine-tuning every this many epochs
@@ -72,8 +64,6 @@ def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, help="your data yaml (default: generate the synthetic shapes set)")
     parser.add_argument("--out", type=Path, default=d.out, help="run folder; re-running continues (default %(default)s)")
     parser.add_argument("--img", dest="img_size", type=int, default=d.img_size, help="train/eval size (%(default)s)")
-    parser.add_argument("--train-baseline", action="store_true",
-                        help="train the baseline from --cfg even when the shipped one fits the settings")
     parser.add_argument("--baseline-epochs", type=int, default=d.baseline_epochs)
     parser.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs)
     parser.add_argument("--batch", dest="batch_size", type=int, default=d.batch_size)
@@ -102,7 +92,7 @@ def main_job(s: PipelineSettings) -> dict[str, Any]:
     atomic_write_text(yaml.safe_dump(_plain(dataclasses.asdict(s)), sort_keys=False), s.out / "settings.yaml")
     started = time.perf_counter()
     data = s.data or _synthetic_data(s)
-    baseline_path = s.weights or _shipped_baseline(s) or _train_baseline(s, data)
+    baseline_path = s.weights or _train_baseline(s, data)
     pruned_path = _prune(s, baseline_path)
     finetuned_path = _finetune(s, data, pruned_path, baseline_path)
     stages = {"baseline": baseline_path, "pruned": pruned_path, "pruned+finetuned": finetuned_path}
@@ -135,15 +125,6 @@ def _synthetic_data(s: PipelineSettings) -> Path:
     print(f"[1/5] writing the synthetic dataset to {data_yaml.parent}")
     return make_synthetic_dataset(data_yaml.parent, n_train=s.synthetic_train, n_val=s.synthetic_val,
                                   img_size=s.img_size, seed=s.seed)
-
-
-def _shipped_baseline(s: PipelineSettings) -> Path | None:
-    """The shipped baseline when this run uses exactly the data and model it was trained on."""
-    matches = all(getattr(s, k) == v for k, v in SHIPPED_BASELINE_SETTINGS.items())
-    if s.data is None and not s.train_baseline and matches and SHIPPED_BASELINE.is_file():
-        print(f"[2/5] using the shipped baseline {SHIPPED_BASELINE} (--train-baseline trains one instead)")
-        return SHIPPED_BASELINE
-    return None
 
 
 def _train_baseline(s: PipelineSettings, data: Path) -> Path:
