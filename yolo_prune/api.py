@@ -137,10 +137,12 @@ def finetune(model: LoadedModel | str | Path | None = None, *, data: str | Path 
 
 
 # engine setting -> the name a family's own trainer takes it under (Ultralytics' trainer: ``nbs`` is its
-# nominal batch). ``val_period`` is accepted and has no effect there: that trainer validates every epoch.
+# nominal batch). ``val_period`` and ``exist_ok`` are accepted and have no effect there: that trainer
+# validates every epoch and writes into its run folder.
 # Any other engine setting is refused, not silently dropped.
 _OWN_TRAINER_SETTINGS = {"epochs": "epochs", "img_size": "img_size", "batch_size": "batch_size", "device": "device",
-                         "workers": "workers", "seed": "seed", "nominal_batch": "nbs", "val_period": None}
+                         "workers": "workers", "seed": "seed", "nominal_batch": "nbs", "val_period": None,
+                         "exist_ok": None}
 
 
 def _trainer_adapter(model: Any, cfg: Any, family: str | None, resume: Any) -> DetectorAdapter | None:

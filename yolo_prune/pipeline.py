@@ -38,8 +38,8 @@ class PipelineSettings:
     img_size: int = 160
     synthetic_train: int = 400
     synthetic_val: int = 100
-    baseline_epochs: int = 20
-    finetune_epochs: int = 10
+    baseline_epochs: int = 60
+    finetune_epochs: int = 30
     batch_size: int = 16
     nominal_batch: int = 16           # optimizer step every this many images
     val_period: int = 3               # validate during fine-tuning every this many epochs
@@ -128,9 +128,8 @@ def _synthetic_data(s: PipelineSettings) -> Path:
 
 
 def _train_baseline(s: PipelineSettings, data: Path) -> Path:
-    run = s.out / "baseline"
-    print(f"[2/5] training the {s.cfg} baseline for {s.baseline_epochs} epochs ({run})")
-    return _train(run, s, data, epochs=s.baseline_epochs, hyp=s.hyp_baseline, cfg=s.cfg)
+    return _train(s.out / "baseline", s, data, epochs=s.baseline_epochs, hyp=s.hyp_baseline, cfg=s.cfg,
+                  step=f"[2/5] training the {s.cfg} baseline")
 
 
 def _prune(s: PipelineSettings, baseline: Path) -> Path:
@@ -147,13 +146,11 @@ def _prune(s: PipelineSettings, baseline: Path) -> Path:
 
 
 def _finetune(s: PipelineSettings, data: Path, pruned: Path, baseline: Path) -> Path:
-    run = s.out / "finetune"
-    print(f"[4/5] fine-tuning the pruned model for {s.finetune_epochs} epochs ({run})")
-    return _train(run, s, data, epochs=s.finetune_epochs, hyp=s.hyp_finetune, weights=pruned,
-                  teacher=baseline if s.distill else None)
+    return _train(s.out / "finetune", s, data, epochs=s.finetune_epochs, hyp=s.hyp_finetune, weights=pruned,
+                  teacher=baseline if s.distill else None, step="[4/5] fine-tuning the pruned model")
 
 
-def _train(run: Path, s: PipelineSettings, data: Path, *, epochs: int, hyp: str | None,
+def _train(run: Path, s: PipelineSettings, data: Path, *, epochs: int, hyp: str | None, step: str,
            cfg: str | None = None, weights: Path | None = None, teacher: Path | None = None) -> Path:
     """Trains into ``run`` unless finished; resumes a run that was interrupted."""
     from yolo_prune.api import finetune
@@ -162,8 +159,10 @@ def _train(run: Path, s: PipelineSettings, data: Path, *, epochs: int, hyp: str 
     if done.exists() or (last.exists() and _finished(last)):
         return best
     if last.exists():  # interrupted: continue exactly where it stopped
+        print(f"{step}: continuing the interrupted run in {run}")
         result = finetune(resume=run)
     else:
+        print(f"{step} for {epochs} epochs ({run})")
         result = finetune(weights, cfg=cfg, data=data, out_dir=run, hyp=hyp, teacher=teacher, exist_ok=True,
                           trust=s.trust, epochs=epochs, img_size=s.img_size, batch_size=s.batch_size,
                           nominal_batch=s.nominal_batch, val_period=s.val_period, device=s.device,
