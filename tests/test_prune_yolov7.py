@@ -211,3 +211,17 @@ def test_prune_command_iterative_with_fine_tuning(tmp_path):
     assert len(steps) == 3  # the original, then two prune + fine-tune steps
     assert steps[0]["gmacs"] > steps[1]["gmacs"] > steps[2]["gmacs"]
     assert report["after"]["gmacs"] < 0.6 * report["before"]["gmacs"]
+
+
+def test_fused_model_prunes_saves_and_loads_safely(tmp_path):
+    """A fused (deploy) model - Conv without BN, RepConv re-parameterised, forward bound to
+    fuseforward - prunes, and its file loads back in safe mode with the same outputs."""
+    adapter = get_adapter("yolov7")
+    model = adapter.fuse(randomise_bn(build_yolov7("yolov7", width=0.125, nc=3)).eval())
+    result = prune_model(model, adapter, img_size=IMG, pruning_ratio=0.5)
+    assert result.macs_after < 0.6 * result.macs_before
+    loaded = LoadedModel(result.model, "yolov7", ["a", "b", "c"], [8, 16, 32])
+    back = api.load(api.save(loaded, tmp_path / "fused-pruned.pt"))
+    x = torch.rand(1, 3, IMG, IMG)
+    ref = _outputs(copy.deepcopy(result.model).half().float(), x)[0]
+    torch.testing.assert_close(_outputs(back.model, x)[0], ref, rtol=0, atol=0)
