@@ -9,6 +9,7 @@ import argparse
 import importlib
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 # name -> (module, add-args function, run function, one-line help)
@@ -25,6 +26,17 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                     "per-group pruning sensitivity scan and ratio allocation"),
     "report": ("yolo_prune.report", "add_report_args", "run_report", "one page comparing run JSONs"),
 }
+
+
+def add_model_source_args(group: argparse._ArgumentGroup, *, weights_help: str, cfg_help: str,
+                          trusted: str = "--weights") -> argparse._ArgumentGroup:
+    """The flags every job uses to name its model: --weights, --cfg, --family, --trust-checkpoint."""
+    group.add_argument("--weights", type=Path, help=weights_help)
+    group.add_argument("--cfg", help=cfg_help)
+    group.add_argument("--family", help="detector family, when it cannot be recognised from the file")
+    group.add_argument("--trust-checkpoint", action="store_true",
+                       help=f"allow arbitrary pickled code in {trusted} (only for files you trust)")
+    return group
 
 
 def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentParser:

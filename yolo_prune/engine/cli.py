@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from yolo_prune.cli import add_model_source_args
 from yolo_prune.engine.optim import SCHEDULES
 from yolo_prune.engine.settings import TrainSettings
 
@@ -17,13 +18,11 @@ _DEFAULTS = TrainSettings()
 
 def add_finetune_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Adds the fine-tuning flags to ``parser`` (shared by the script and the CLI)."""
-    src = parser.add_argument_group("model and data")
-    src.add_argument("--weights", type=Path, help="checkpoint to fine-tune (e.g. a pruned model)")
-    src.add_argument("--cfg", help="model cfg to train from random weights when --weights is absent "
-                                   "(makes a baseline), or the architecture of a bare state dict")
-    src.add_argument("--family", help="detector family, when it cannot be recognised from the file")
-    src.add_argument("--trust-checkpoint", action="store_true",
-                     help="allow arbitrary pickled code in --weights / --teacher (only for files you trust)")
+    src = add_model_source_args(parser.add_argument_group("model and data"),
+                                weights_help="checkpoint to fine-tune (e.g. a pruned model)",
+                                cfg_help="model cfg to train from random weights when --weights is absent "
+                                         "(makes a baseline), or the architecture of a bare state dict",
+                                trusted="--weights / --teacher")
     src.add_argument("--data", type=Path, help="data yaml (train/val image folders and COCO json files, names)")
     src.add_argument("--hyp", type=Path, help="hyper-parameter yaml (default: the project's fine-tuning hyp)")
     src.add_argument("--teacher", type=Path, help="unpruned checkpoint: adds a knowledge-distillation term")

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from yolo_prune.cli import add_model_source_args
 from yolo_prune.evaluation.coco_eval import COCO_BACKENDS
 from yolo_prune.io.atomic import atomic_write_json
 from yolo_prune.reporting import format_table
@@ -13,11 +14,8 @@ from yolo_prune.reporting import format_table
 def add_eval_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Adds the evaluation flags to ``parser`` (shared by the script and the CLI)."""
     src = parser.add_argument_group("model")
-    src.add_argument("--weights", type=Path, help="checkpoint to evaluate (YOLOv7 or Ultralytics .pt)")
-    src.add_argument("--cfg", help="model cfg: a random model when --weights is absent (pipeline checks)")
-    src.add_argument("--family", help="detector family, when it cannot be recognised from the file")
-    src.add_argument("--trust-checkpoint", action="store_true",
-                     help="allow arbitrary pickled code in --weights (only for files you trust)")
+    add_model_source_args(src, weights_help="checkpoint to evaluate (YOLOv7 or Ultralytics .pt)",
+                          cfg_help="model cfg: a random model when --weights is absent (pipeline checks)")
     data = parser.add_argument_group("data")
     data.add_argument("--data", type=Path, help="data.yaml (COCO-format dataset)")
     data.add_argument("--split", default="val", choices=("train", "val", "test"), help="split of --data")

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from yolo_prune.cli import add_model_source_args
 from yolo_prune import api
 from yolo_prune.io import atomic_write_json
 from yolo_prune.pruning.importance import IMPORTANCES
@@ -16,13 +17,10 @@ from yolo_prune.reporting import format_table
 
 def add_prune_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Adds the prune flags to ``parser`` (shared by the script and the CLI)."""
-    src = parser.add_argument_group("model")
-    src.add_argument("--weights", type=Path, help="checkpoint to prune (official YOLOv7 or ultralytics .pt)")
-    src.add_argument("--cfg", help="model cfg: builds a random model when --weights is absent, "
+    add_model_source_args(parser.add_argument_group("model"),
+                          weights_help="checkpoint to prune (official YOLOv7 or ultralytics .pt)",
+                          cfg_help="model cfg: builds a random model when --weights is absent, "
                                    "or gives the architecture of a bare state dict")
-    src.add_argument("--family", help="detector family, when it cannot be recognised from the file")
-    src.add_argument("--trust-checkpoint", action="store_true",
-                     help="allow arbitrary pickled code in --weights (only for files you trust)")
     how = parser.add_argument_group("pruning")
     how.add_argument("--ratio", type=float, default=0.5, help="fraction of channels to remove, in [0, 1)")
     how.add_argument("--importance", default="l2", help=f"criterion: {', '.join(IMPORTANCES.names())}")
@@ -100,8 +98,7 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
     settings = prune_settings(args)
     out = None if args.dry_run else resolve_out_path(args)
     loaded = api.load(args.weights, cfg=args.cfg, family=args.family, trust=args.trust_checkpoint)
-    before = describe_model(loaded, args.img, measure=not args.no_latency)
-    before["file_mb"] = args.weights.stat().st_size / 2**20 if args.weights else before["file_mb"]
+    before = describe_model(loaded, args.img, measure=not args.no_latency, file=args.weights)
     if args.mode == "unstructured":
         return _run_unstructured(args, loaded, out, before)
     if args.data is not None and not args.dry_run:
@@ -116,8 +113,7 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
 def _finish(args: argparse.Namespace, loaded, out: Path, before: dict[str, Any], summary: dict[str, Any]) -> dict:
     """Saves the pruned model and its JSON report; prints the before/after table."""
     api.save(loaded, out)
-    after = describe_model(loaded, args.img, measure=not args.no_latency)
-    after["file_mb"] = out.stat().st_size / 2**20
+    after = describe_model(loaded, args.img, measure=not args.no_latency, file=out)
     report = {**summary, "weights": args.weights, "cfg": args.cfg, "out": out, "before": before, "after": after}
     atomic_write_json(report, out.with_suffix(".json"))
     print(format_comparison({"original": before, "pruned": after}))
@@ -149,14 +145,16 @@ def _run_iterative(args: argparse.Namespace, loaded, out: Path, before: dict[str
     return _finish(args, loaded, out, before, {"iterative": result.to_dict(), "run_dir": run_dir})
 
 
-def describe_model(loaded, img_size: int, *, measure: bool = True) -> dict[str, Any]:
-    """Params, GMACs, fp16 size and (optionally) fused batch-1 CPU latency of a model."""
+def describe_model(loaded, img_size: int, *, measure: bool = True, file: Path | None = None) -> dict[str, Any]:
+    """Params, GMACs, size (of ``file``, else of an fp16 state dict) and, when ``measure``, fused
+    batch-1 CPU latency of a model."""
+    file_mb = file.stat().st_size / 2**20 if file is not None else _fp16_size_mb(loaded.model)
     if not measure:
         from yolo_prune.benchmark import model_stats
 
-        return {**model_stats(loaded.model, img_size), "file_mb": _fp16_size_mb(loaded.model)}
+        return {**model_stats(loaded.model, img_size), "file_mb": file_mb}
     stats = api.benchmark(loaded, img_size, batch=1, warmup=2, runs=5, nms=False)
-    return {"params_m": stats["params_m"], "gmacs": stats["gmacs"], "file_mb": _fp16_size_mb(loaded.model),
+    return {"params_m": stats["params_m"], "gmacs": stats["gmacs"], "file_mb": file_mb,
             "latency_ms": stats["latency"]["latency_ms_median"]}
 
 

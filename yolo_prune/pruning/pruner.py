@@ -164,8 +164,7 @@ def prune_model(
                          channels_before, channels_before, settings, dry_run)
     if dry_run or nothing_to_do:
         return result
-    _check_shapes(shapes_before, _output_shapes(model, adapter, trace_inputs))
-    model.train(was_training)
+    _check_shapes(shapes_before, _output_shapes(model, adapter, trace_inputs))  # restores the mode
     result.macs_after, result.params_after = tp.utils.count_ops_and_params(model, example_inputs)
     result.channels_after = conv_out_channels(model)
     if result.params_after >= params_before:

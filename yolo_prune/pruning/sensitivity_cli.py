@@ -17,6 +17,7 @@ import yaml
 
 from yolo_prune import api
 from yolo_prune.adapters.base import DetectorAdapter, LoadedModel
+from yolo_prune.cli import add_model_source_args
 from yolo_prune.io import atomic_write_json, atomic_write_text
 from yolo_prune.pruning.allocation import (RATIO_STEP, TARGET_METRICS, Allocation, Target, allocate_and_verify,
                                            baseline_value, target_from_reduction)
@@ -32,10 +33,8 @@ METRICS = ("map50_95", "map50", "map75")
 def add_sensitivity_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Adds the sensitivity flags to ``parser`` (shared by the script and the CLI)."""
     src = parser.add_argument_group("model")
-    src.add_argument("--weights", type=Path, help="checkpoint to scan (official YOLOv7 or ultralytics .pt)")
-    src.add_argument("--cfg", help="model cfg: builds a random model when --weights is absent")
-    src.add_argument("--family", help="detector family, when it cannot be recognised from the file")
-    src.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary pickled code in --weights")
+    add_model_source_args(src, weights_help="checkpoint to scan (official YOLOv7 or ultralytics .pt)",
+                          cfg_help="model cfg: builds a random model when --weights is absent")
     data = parser.add_argument_group("evaluation")
     data.add_argument("--data", type=Path, help="data yaml; its val split scores every point")
     data.add_argument("--max-images", type=int, default=100, help="score on the first N val images (speed)")
