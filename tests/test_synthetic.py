@@ -11,7 +11,7 @@ import pytest
 
 from _fixtures_data import load_script
 from yolo_prune.data import CocoDetectionDataset, load_coco_annotations, load_data_config
-from yolo_prune.data.synthetic import CLASSES, make_synthetic_dataset
+from yolo_prune.data.synthetic import CLASSES, PROFILES, make_synthetic_dataset
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -21,12 +21,13 @@ def _digest(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    return make_synthetic_dataset(tmp_path_factory.mktemp("a"), n_train=24, n_val=8, img_size=128, seed=5)
+    return make_synthetic_dataset(tmp_path_factory.mktemp("a"), n_train=24, n_val=8, img_size=128, seed=5,
+                                  profile="hard")
 
 
 def test_same_seed_same_bytes_other_seed_differs(dataset, tmp_path):
-    again = make_synthetic_dataset(tmp_path / "b", n_train=24, n_val=8, img_size=128, seed=5)
-    other = make_synthetic_dataset(tmp_path / "c", n_train=24, n_val=8, img_size=128, seed=6)
+    again = make_synthetic_dataset(tmp_path / "b", n_train=24, n_val=8, img_size=128, seed=5, profile="hard")
+    other = make_synthetic_dataset(tmp_path / "c", n_train=24, n_val=8, img_size=128, seed=6, profile="hard")
     first = _digest(dataset.parent)
     assert first == _digest(again.parent)
     changed = {k for k, v in _digest(other.parent).items() if first.get(k) != v}
@@ -74,3 +75,28 @@ def test_make_synthetic_script(tmp_path):
     assert rc == 0 and sorted(p.name for p in (tmp_path / "s/images/train").iterdir()) == ["000001.png", "000002.png"]
     with pytest.raises(ValueError, match="img_size >= 32"):
         make_synthetic_dataset(tmp_path / "t", n_train=1, n_val=1, img_size=8)
+
+
+def _object_sides(data_yaml: Path) -> tuple[np.ndarray, dict]:
+    data = json.loads(load_data_config(data_yaml).train_ann.read_text())
+    sides = np.sqrt([a["area"] for a in data["annotations"] if not a["iscrowd"]])
+    return sides, data
+
+
+def test_profiles_change_what_is_generated(dataset, tmp_path):
+    demo = make_synthetic_dataset(tmp_path / "demo", n_train=48, n_val=4, img_size=128, seed=5, profile="demo")
+    demo_sides, demo_data = _object_sides(demo)
+    hard_sides, hard_data = _object_sides(dataset)
+    assert load_data_config(demo).nc == len(PROFILES["demo"].classes) < load_data_config(dataset).nc == 6
+    # demo objects are larger: its smallest is a tenth of the short side, hard's a few pixels
+    assert np.median(demo_sides) > 1.5 * np.median(hard_sides)
+    assert demo_sides.min() >= 0.1 * 72 - 1 and hard_sides.min() < 8  # 72: the shortest image side (16:9)
+    assert not any(a["iscrowd"] for a in demo_data["annotations"])
+    ids = sorted({a["category_id"] for a in demo_data["annotations"]})
+    assert ids == [cid for cid, _ in PROFILES["demo"].classes] and ids != list(range(1, len(ids) + 1))
+    assert len({(i["width"], i["height"]) for i in demo_data["images"]}) > 1  # mixed image shapes
+
+
+def test_unknown_profile_names_the_known_ones(tmp_path):
+    with pytest.raises(ValueError, match="unknown synthetic profile 'dmeo'.*'demo'"):
+        make_synthetic_dataset(tmp_path / "x", n_train=1, n_val=1, img_size=64, profile="dmeo")

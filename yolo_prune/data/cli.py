@@ -5,7 +5,7 @@ import argparse
 import time
 from pathlib import Path
 
-from yolo_prune.data.synthetic import make_synthetic_dataset
+from yolo_prune.data.synthetic import DEFAULT_PROFILE, PROFILES, make_synthetic_dataset
 
 
 def add_synthetic_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -17,7 +17,9 @@ def add_synthetic_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--seed", type=int, default=0, help="same seed -> identical dataset")
     parser.add_argument("--format", dest="image_format", choices=("jpg", "png"), default="jpg",
                         help="image encoding (png is lossless)")
-    parser.add_argument("--max-objects", type=int, default=8, help="most shapes per image")
+    parser.add_argument("--max-objects", type=int, help="most shapes per image (default: the profile's)")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE,
+                        help="demo: learnable (the main job's set); hard: small objects and clutter (%(default)s)")
     return parser
 
 
@@ -25,7 +27,8 @@ def run_synthetic(args: argparse.Namespace) -> Path:
     """Writes the dataset described by ``args``; returns its data.yaml."""
     start = time.perf_counter()
     data_yaml = make_synthetic_dataset(args.out, n_train=args.n_train, n_val=args.n_val, img_size=args.img,
-                                       seed=args.seed, image_format=args.image_format, max_objects=args.max_objects)
+                                       seed=args.seed, image_format=args.image_format, max_objects=args.max_objects,
+                                       profile=args.profile)
     print(f"wrote {args.n_train} train + {args.n_val} val images in {time.perf_counter() - start:.1f}s; "
           f"data config: {data_yaml}")
     return data_yaml
