@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import difflib
 import logging
 import math
 import re
@@ -26,12 +27,12 @@ from torch import nn
 from models.common import (
     MP, SP, SPPCSPC, Concat, Conv, DownC, ImplicitA, ImplicitM, ReOrg, RepConv, Shortcut,
 )
-from yolo_prune.paths import MODEL_CFGS_DIR
-from yolo_prune.registry import unknown_name_message
 
 logger = logging.getLogger(__name__)
 
-CFG_ROOT = MODEL_CFGS_DIR  # configs/models/{training,deploy}
+# configs/models/{training,deploy} of this checkout (the same folder as yolo_prune.paths.MODEL_CFGS_DIR:
+# ``models`` is the lowest layer and imports nothing of yolo_prune).
+CFG_ROOT = Path(__file__).resolve().parents[1] / "configs" / "models"
 
 
 class _YoloHead(nn.Module):
@@ -196,6 +197,14 @@ _ACTIVATIONS: dict[str, Callable[..., nn.Module]] = {
     "Identity": nn.Identity, "Sigmoid": nn.Sigmoid, "Mish": nn.Mish,
 }
 _ACTIVATION_RE = re.compile(r"^nn\.(\w+)\((.*)\)$")
+
+
+def unknown_name_message(kind: str, name: str, known: Any) -> str:
+    """'unknown X 'foo'. Did you mean 'fo'? Known X names: ...' (the wording of ``yolo_prune.registry``)."""
+    known_names = sorted(known)
+    close = difflib.get_close_matches(str(name), known_names, n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"unknown {kind} {name!r}.{hint} Known {kind} names: {', '.join(known_names)}"
 
 
 def make_divisible(x: float, divisor: int) -> int:

@@ -27,7 +27,7 @@ from yolo_prune.pruning.allocation import (Target, allocate_and_verify, target_f
                                            uniform_ratio_for_target)
 from yolo_prune.pruning.recipe import save_recipe  # noqa: E402
 from yolo_prune.pruning.sensitivity import SensitivityResult, make_map_score_fn, scan_sensitivity  # noqa: E402
-from yolo_prune.pruning.sensitivity_cli import format_allocation  # noqa: E402
+from yolo_prune.cli.sensitivity import format_allocation  # noqa: E402
 from yolo_prune.reporting import format_table  # noqa: E402
 
 
@@ -113,7 +113,7 @@ def synthetic_data(args: argparse.Namespace) -> Path:
 def train(args: argparse.Namespace, data: Path, run: Path, *, epochs: int, cfg: str | None = None,
           weights: Any = None) -> Path:
     """Trains (or fine-tunes) into ``run`` unless its best.pt is already there; returns best.pt."""
-    from yolo_prune.engine import finetune
+    from yolo_prune.api import finetune
 
     best = run / "weights" / "best.pt"
     if best.exists() and (run / "done").exists():
@@ -129,8 +129,8 @@ def sensitivity(args: argparse.Namespace, loaded: Any, data: Path, device: str,
     path = args.work / "scan" / "sensitivity.json"
     if path.exists():
         return SensitivityResult.load(path)
-    score_fn = make_map_score_fn(loaded, data, img_size=args.img, max_images=args.scan_images, batch_size=args.batch,
-                                 device=device, workers=args.workers)
+    score_fn = make_map_score_fn(loaded, api.adapter_of(loaded), data, img_size=args.img, max_images=args.scan_images,
+                                 batch_size=args.batch, device=device, workers=args.workers)
     scan = scan_sensitivity(loaded.model, api.adapter_of(loaded), score_fn, ratios=args.ratios, units=args.units,
                             img_size=args.img, prune_settings=prune_settings)
     scan.settings["metric"] = "map50_95"

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from yolo_prune import api  # noqa: E402
 from yolo_prune.data import CocoDetectionDataset, load_data_config  # noqa: E402
 from yolo_prune.data.synthetic import CLASSES, make_synthetic_dataset  # noqa: E402
-from yolo_prune.engine.distributed import select_device  # noqa: E402
+from yolo_prune.devices import select_device  # noqa: E402
 from yolo_prune.evaluation import coco_metrics, evaluate  # noqa: E402
 from yolo_prune.evaluation.coco_eval import STAT_NAMES  # noqa: E402
 from yolo_prune.io import atomic_write_json  # noqa: E402

@@ -44,9 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_trainer(args: argparse.Namespace, out_dir: Path) -> tuple:
     from yolo_prune import api
-    from yolo_prune.engine.distributed import select_device
+    from yolo_prune.devices import select_device
     from yolo_prune.engine.finetune import default_hyp_path
-    from yolo_prune.engine.losses import load_hyp
+    from yolo_prune.engine.hyp import load_hyp
     from yolo_prune.engine.settings import TrainSettings
     from yolo_prune.engine.trainer import Trainer
 

@@ -80,7 +80,8 @@ def _speed_rows(cfg: str, args: argparse.Namespace) -> list[list]:
 def _measure(model: torch.nn.Module, adapter, args: argparse.Namespace) -> list[float]:
     stats = model_stats(model, args.img)
     fused = adapter.fuse(model)
-    latency = measure_latency(fused, args.img, batch=1, warmup=3, runs=args.runs, threads=args.threads)
+    latency = measure_latency(fused, args.img, batch=1, warmup=3, runs=args.runs, threads=args.threads,
+                              decode=adapter.decode)
     return [stats["params_m"], stats["gmacs"], latency["latency_ms_median"]]
 
 

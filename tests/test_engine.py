@@ -141,7 +141,7 @@ import copy  # noqa: E402
 import yaml  # noqa: E402
 
 from yolo_prune.adapters import get_adapter  # noqa: E402
-from yolo_prune.engine.finetune import finetune  # noqa: E402
+from yolo_prune.api import finetune  # noqa: E402
 from yolo_prune.engine.hooks import TrainerCallbacks  # noqa: E402
 from yolo_prune.engine.trainer import Trainer  # noqa: E402
 from yolo_prune.paths import HYP_DIR, MODEL_CFGS_DIR  # noqa: E402
@@ -183,7 +183,7 @@ def _fixed_batch():
 
 
 def _trainer(loaded, hyp_path, tmp_path, **kwargs):
-    from yolo_prune.engine.losses import load_hyp
+    from yolo_prune.engine.hyp import load_hyp
 
     settings = TrainSettings(epochs=1, img_size=IMG, batch_size=2, nominal_batch=2, device="cpu", workers=0)
     return Trainer(copy.deepcopy(loaded.model), get_adapter("yolov7"), None, None, hyp=load_hyp(hyp_path),
@@ -201,7 +201,8 @@ def test_loss_falls_when_overfitting_two_images(tiny_model, fast_hyp, tmp_path):
 
 
 def test_distillation_term_vanishes_for_an_identical_teacher(tiny_model, fast_hyp, tmp_path):
-    from yolo_prune.engine.losses import build_distill_loss, load_hyp
+    from yolo_prune.adapters.yolov7 import build_distill_loss
+    from yolo_prune.engine.hyp import load_hyp
 
     teacher = copy.deepcopy(tiny_model.model).eval()
     trainer = _trainer(tiny_model, fast_hyp, tmp_path, teacher=teacher,
@@ -226,7 +227,7 @@ def _tiny_cfg(tmp_path):
 
 def test_cli_one_epoch_writes_checkpoints_results_and_config(shapes_data, fast_hyp, tmp_path, capsys):
     from yolo_prune.cli import main
-    from yolo_prune.io import load_checkpoint, read_checkpoint
+    from yolo_prune.adapters.yolov7.checkpoint import load_checkpoint, read_checkpoint
 
     out = tmp_path / "run"
     argv = ["finetune", "--cfg", str(_tiny_cfg(tmp_path)), "--data", str(shapes_data), "--hyp", str(fast_hyp),
@@ -254,7 +255,7 @@ class _Interrupt(TrainerCallbacks):
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(tiny_model, shapes_data, fast_hyp, tmp_path):
-    from yolo_prune.io import read_checkpoint
+    from yolo_prune.adapters.yolov7.checkpoint import read_checkpoint
 
     kwargs = dict(data=shapes_data, hyp=fast_hyp, epochs=2, img_size=IMG, batch_size=2, nominal_batch=2,
                   workers=0, device="cpu", val=False, close_mosaic=1)
@@ -312,7 +313,7 @@ def _assert_same_optimizer_state(a: dict, b: dict) -> None:
 
 def test_bad_hyp_and_data_files_give_clear_errors(tiny_model, shapes_data, tmp_path):
     from yolo_prune.data import DataError
-    from yolo_prune.engine.losses import HypError
+    from yolo_prune.engine.hyp import HypError
 
     bad_hyp = tmp_path / "hyp.yaml"
     bad_hyp.write_text((HYP_DIR / "hyp.finetune.yaml").read_text().replace("lr0:", "lr_0:"))
@@ -331,7 +332,7 @@ def test_bad_hyp_and_data_files_give_clear_errors(tiny_model, shapes_data, tmp_p
 def test_cli_sparse_training_shrinks_bn_scales(shapes_data, fast_hyp, tmp_path):
     """--sparse bn_l1 (network slimming) pulls BN scales towards zero compared with plain training."""
     from yolo_prune.cli import main
-    from yolo_prune.io import read_checkpoint
+    from yolo_prune.adapters.yolov7.checkpoint import read_checkpoint
 
     def gamma_l1(run):
         model = read_checkpoint(run / "weights" / "last.pt")["model"]

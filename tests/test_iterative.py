@@ -190,7 +190,7 @@ def test_run_iterative_with_the_real_engine(tmp_path):
     from yolo_prune import api
     from yolo_prune.data.synthetic import make_synthetic_dataset
     from yolo_prune.paths import MODEL_CFGS_DIR
-    from yolo_prune.pruning.iterative import run_iterative
+    from yolo_prune.jobs.iterative import run_iterative
 
     cfg = yaml.safe_load((MODEL_CFGS_DIR / "training" / "yolov7-tiny.yaml").read_text())
     cfg["width_multiple"] = 0.25

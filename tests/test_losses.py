@@ -13,9 +13,10 @@ import torch
 from torch import nn
 from torchvision.ops import complete_box_iou_loss
 
-from yolo_prune.engine.losses import (HypError, bbox_ciou, box_iou, build_distill_loss, build_yolov7_loss,
-                                      find_candidates, load_hyp, scale_hyp_for_model, validate_hyp)
-from yolo_prune.engine.losses.ota import match_image
+from yolo_prune.adapters.yolov7 import (bbox_ciou, box_iou, build_distill_loss, build_yolov7_loss, find_candidates,
+                                        scale_hyp_for_model)
+from yolo_prune.adapters.yolov7.ota import match_image
+from yolo_prune.engine.hyp import HypError, load_hyp, validate_hyp
 from yolo_prune.paths import HYP_DIR
 
 HYP_FILES = sorted(HYP_DIR.glob("hyp.*.yaml"))

@@ -22,8 +22,8 @@ from torch import nn  # noqa: E402
 ul = pytest.importorskip("ultralytics")
 
 from yolo_prune.adapters import adapter_for_model, get_adapter  # noqa: E402
-from yolo_prune.adapters.ultralytics_blocks import rewrite_split_blocks  # noqa: E402
-from yolo_prune.adapters.ultralytics_train import coco_to_yolo, finetune  # noqa: E402
+from yolo_prune.adapters.ultralytics.blocks import rewrite_split_blocks  # noqa: E402
+from yolo_prune.adapters.ultralytics.trainer import coco_to_yolo, finetune  # noqa: E402
 from yolo_prune.io import CheckpointError  # noqa: E402
 from yolo_prune.pruning import conv_out_channels, prune_model  # noqa: E402
 
@@ -346,7 +346,7 @@ def test_short_finetune_keeps_pruned_model_and_fp32(adapter, coco_data, tmp_path
 
 @pytest.mark.slow
 def test_yolo_train_with_pruned_trainer_keeps_architecture(pruned_v8, coco_data, tmp_path):
-    from yolo_prune.adapters.ultralytics_train import PrunedDetectionTrainer
+    from yolo_prune.adapters.ultralytics.trainer import PrunedDetectionTrainer
 
     loaded, path = pruned_v8
     _, splits = coco_data

@@ -1,7 +1,8 @@
-"""The public API: load, prune, finetune, evaluate, benchmark.
+"""The public API: load, prune, save, finetune, evaluate, benchmark.
 
-Scripts and the CLI call only these functions (and the adapters through them), so the
-same job can be scripted from Python:
+A facade for users: each function is one call into the library, and nothing inside the
+library imports this module (the command line calls the jobs directly). The same work can
+be scripted from Python:
 
     >>> import yolo_prune
     >>> loaded = yolo_prune.load("yolov7-tiny.pt")
@@ -13,29 +14,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from yolo_prune.adapters import ADAPTERS, DetectorAdapter, LoadedModel, get_adapter
-from yolo_prune.io.inspect import pickle_globals
-from yolo_prune.pruning import PruneResult, prune_model
+from yolo_prune.adapters import DetectorAdapter, LoadedModel, get_adapter, load_model
+from yolo_prune.benchmark import BenchmarkSettings, model_summary
+from yolo_prune.jobs.evaluate import evaluate_model
+from yolo_prune.jobs.finetune import finetune
+from yolo_prune.jobs.prune import prune_loaded
+from yolo_prune.pruning import PruneResult
+from yolo_prune.settings import IMG_SIZE
 
+__all__ = ["adapter_of", "benchmark", "evaluate", "finetune", "get_adapter", "load", "prune", "save"]
 
-def load(weights: str | Path | None = None, *, cfg: str | Path | None = None, family: str | None = None,
-         trust: bool = False, nc: int | None = None) -> LoadedModel:
-    """Loads a checkpoint (any registered family) or builds a fresh model from a cfg.
-
-    Args:
-        weights: A checkpoint file. Its family is recognised from the classes it pickles.
-        cfg: A model cfg (path or known name): the model to build when ``weights`` is None,
-            or the architecture for a bare state dict in ``weights``.
-        family: Skip recognition and use this adapter (``yolov7``, ``ultralytics``).
-        trust: Allow arbitrary pickled code (only for files from a source you trust).
-        nc: Number of classes when building from a cfg.
-    """
-    if weights is None and cfg is None:
-        raise ValueError("nothing to load: pass --weights path/to/model.pt, or --cfg to build a new model")
-    adapter = get_adapter(family) if family else _adapter_for(weights, cfg)
-    if weights is None:
-        return adapter.build(cfg, nc=nc)
-    return adapter.load(weights, trust=trust, cfg=cfg)
+load = load_model
+evaluate = evaluate_model
 
 
 def adapter_of(loaded: LoadedModel) -> DetectorAdapter:
@@ -44,12 +34,8 @@ def adapter_of(loaded: LoadedModel) -> DetectorAdapter:
 
 
 def prune(loaded: LoadedModel, **settings: Any) -> PruneResult:
-    """Prunes ``loaded.model`` in place; ``settings`` are those of ``prune_model``."""
-    result = prune_model(loaded.model, adapter_of(loaded), **settings)
-    loaded.model = result.model
-    if not result.dry_run:
-        loaded.meta["pruning"] = result.summary()["settings"]
-    return result
+    """Prunes ``loaded.model`` in place; ``settings`` are those of ``yolo_prune.pruning.prune_model``."""
+    return prune_loaded(loaded, **settings)
 
 
 def save(loaded: LoadedModel, path: str | Path, *, extra: dict | None = None) -> Path:
@@ -57,120 +43,13 @@ def save(loaded: LoadedModel, path: str | Path, *, extra: dict | None = None) ->
     return adapter_of(loaded).save(loaded, path, extra=extra)
 
 
-def _adapter_for(weights: str | Path | None, cfg: str | Path | None) -> DetectorAdapter:
-    adapters = [ADAPTERS.get(name)() for name in ADAPTERS]
-    if weights is not None:
-        try:
-            packages = {module.split(".")[0] for module, _ in pickle_globals(weights)}
-        except ValueError:
-            # not a zip checkpoint: let the default family's loader explain what is wrong
-            return get_adapter("yolov7")
-        matches = [a for a in adapters if packages & set(a.pickle_packages)]
-        if len(matches) == 1:
-            return matches[0]
-        if not matches and cfg is None:
-            return get_adapter("yolov7")  # e.g. a bare state dict: its loader asks for --cfg
-    for adapter in adapters:
-        if cfg is not None and adapter.owns_cfg(cfg):
-            return adapter
-    raise ValueError(
-        f"cannot tell which detector family {weights or cfg} belongs to; pass --family "
-        f"({', '.join(ADAPTERS.names())})")
+def benchmark(loaded: LoadedModel, img_size: int = IMG_SIZE, **settings: Any) -> dict[str, Any]:
+    """Params, GMACs and fused latency / FPS of ``loaded``: the summary row every job reports.
 
-
-def evaluate(loaded: LoadedModel, images: str | Path, ann: str | Path, *, img_size: int = 640,
-             batch_size: int = 16, fuse: bool = True, device: str | Any = "cpu", **settings: Any) -> dict[str, Any]:
-    """COCO mAP of ``loaded`` on an image folder + COCO json (rectangular letterboxed batches).
-
-    Args:
-        loaded: The model (left unchanged: a fused copy is evaluated when ``fuse``).
-        images, ann: The image folder and its COCO annotation json.
-        img_size: Long side of the letterboxed inputs.
-        batch_size: Images per forward.
-        fuse: Evaluate the fused model, as deployed.
-        device: Torch device.
-        **settings: ``yolo_prune.evaluation.evaluate`` options (conf_thres, iou_thres, backend, ...).
-
-    Raises:
-        DataError: the model's class count differs from the dataset's.
+    ``settings`` are ``BenchmarkSettings`` fields (batch, device, runs, nms, ...). The row has
+    ``params_m``, ``gmacs``, ``latency_ms``, ``fps``, ``end_to_end_ms``, ``device`` and the full
+    ``measure_latency`` result as ``timing``.
     """
-    import copy
-
-    from yolo_prune.data import CocoDetectionDataset
-    from yolo_prune.data.errors import DataError
-    from yolo_prune.evaluation.evaluator import evaluate as evaluate_dataset
-
     adapter = adapter_of(loaded)
-    stride = max(max(loaded.stride or [32]), 32)
-    dataset = CocoDetectionDataset(images, ann, img_size=img_size, rect=True, batch_size=batch_size, stride=stride)
-    if loaded.nc != len(dataset.names):  # fail before any inference
-        raise DataError(f"the model predicts {loaded.nc} classes but {ann} has {len(dataset.names)}; "
-                        f"evaluate a model trained (or fine-tuned) for this dataset")
-    model = adapter.fuse(copy.deepcopy(loaded.model).eval()) if fuse else loaded.model
-    return evaluate_dataset(model, dataset, decode=adapter.decode, batch_size=batch_size, device=device, **settings)
-
-
-def benchmark(loaded: LoadedModel, img_size: int = 640, **settings: Any) -> dict[str, Any]:
-    """Params, GMACs and fused latency / FPS of ``loaded`` (``measure_latency`` options in ``settings``)."""
-    from yolo_prune.benchmark import measure_latency, model_stats
-
-    adapter = adapter_of(loaded)
-    latency = measure_latency(loaded.model, img_size, fuse=adapter.fuse, decode=adapter.decode, **settings)
-    return {**model_stats(loaded.model, img_size), "latency": latency}
-
-
-def finetune(model: LoadedModel | str | Path | None = None, *, data: str | Path | None = None,
-             cfg: str | Path | None = None, family: str | None = None, trust: bool = False,
-             out_dir: str | Path = "runs/finetune/exp", **settings: Any) -> Any:
-    """Fine-tunes a model on a COCO-format dataset; returns a ``FinetuneResult``.
-
-    Families whose adapter brings its own trainer (Ultralytics) are trained by it; every other
-    family by ``yolo_prune.engine.finetune`` (see there for ``settings``: epochs, img_size, ...).
-    """
-    from yolo_prune.engine.finetune import finetune as engine_finetune
-
-    adapter = _trainer_adapter(model, cfg, family, settings.get("resume"))
-    if adapter is None or not adapter.has_own_trainer:
-        return engine_finetune(model, data=data, cfg=cfg, family=family, trust=trust, out_dir=out_dir, **settings)
-    return _finetune_with_own_trainer(adapter, model, data=data, cfg=cfg, trust=trust, out_dir=Path(out_dir),
-                                      **settings)
-
-
-# engine setting -> the name a family's own trainer takes it under (Ultralytics' trainer: ``nbs`` is its
-# nominal batch). ``val_period`` and ``exist_ok`` are accepted and have no effect there: that trainer
-# validates every epoch and writes into its run folder.
-# Any other engine setting is refused, not silently dropped.
-_OWN_TRAINER_SETTINGS = {"epochs": "epochs", "img_size": "img_size", "batch_size": "batch_size", "device": "device",
-                         "workers": "workers", "seed": "seed", "nominal_batch": "nbs", "val_period": None,
-                         "exist_ok": None}
-
-
-def _trainer_adapter(model: Any, cfg: Any, family: str | None, resume: Any) -> DetectorAdapter | None:
-    if family:
-        return get_adapter(family)
-    if isinstance(model, LoadedModel):
-        return adapter_of(model)
-    if resume or (model is None and cfg is None):
-        return None  # the engine resumes its own runs and reports missing inputs itself
-    return _adapter_for(model, cfg)
-
-
-def _finetune_with_own_trainer(adapter: DetectorAdapter, model: Any, *, data: Any, cfg: Any, trust: bool,
-                               out_dir: Path, **settings: Any) -> Any:
-    from yolo_prune.engine.finetune import FinetuneResult
-
-    unsupported = sorted(k for k, v in settings.items() if v not in (None, False) and k not in _OWN_TRAINER_SETTINGS)
-    if unsupported:
-        raise ValueError(f"the {adapter.name} family fine-tunes with its own trainer, which does not take "
-                         f"{', '.join(unsupported)}; drop them or use that trainer's options directly")
-    if data is None:
-        raise ValueError("--data is required (a data yaml)")
-    loaded = model if isinstance(model, LoadedModel) else load(model, cfg=cfg, family=adapter.name, trust=trust)
-    renamed = {_OWN_TRAINER_SETTINGS[k]: v for k, v in settings.items()
-                if v is not None and _OWN_TRAINER_SETTINGS.get(k) is not None}
-    tuned = adapter.finetune(loaded, data, project=out_dir.parent, name=out_dir.name, **renamed)
-    run_dir = Path(tuned.meta.get("run_dir", out_dir))
-    weights = run_dir / "weights"
-    return FinetuneResult(out_dir=run_dir, last=weights / "last.pt", best=weights / "best.pt", best_fitness=None,
-                          epochs=int(settings.get("epochs") or 0), row=dict(tuned.meta.get("metrics", {})),
-                          model=tuned.model)
+    latency = BenchmarkSettings.from_dict({**settings, "img_size": img_size})
+    return model_summary(loaded.model, img_size, fuse=adapter.fuse, decode=adapter.decode, latency=latency)

@@ -10,14 +10,13 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from yolo_prune.adapters.base import DetectorAdapter
 from yolo_prune.engine import checkpointing
 from yolo_prune.engine.distributed import DistInfo, all_reduce_mean, barrier, unwrap_model, wrap_model
 from yolo_prune.engine.ema import ModelEMA
@@ -26,6 +25,9 @@ from yolo_prune.engine.optim import (accumulate_steps, apply_warmup, build_optim
                                      scaled_weight_decay, set_epoch_lr, warmup_iterations)
 from yolo_prune.engine.plots import ResultsLog, plot_results
 from yolo_prune.engine.settings import TrainSettings
+
+if TYPE_CHECKING:  # annotations only: the engine takes an adapter, it never imports the families
+    from yolo_prune.adapters.base import DetectorAdapter
 
 # (student_outputs, teacher_outputs, imgs) -> (loss scaled like the detection loss, detached item)
 DistillFn = Callable[[Any, Any, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]

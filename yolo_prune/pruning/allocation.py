@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 from torch import nn
 
-from yolo_prune.adapters.base import DetectorAdapter
+if TYPE_CHECKING:  # annotations only: generic code takes an adapter, it never imports the families
+    from yolo_prune.adapters.base import DetectorAdapter
 from yolo_prune.pruning.pruner import PruneResult, prune_model
 from yolo_prune.pruning.recipe import Recipe
 from yolo_prune.pruning.sensitivity import SensitivityResult
+from yolo_prune.pruning.settings import SENSITIVITY_DEFAULTS
+from yolo_prune.settings import IMG_SIZE
 from yolo_prune.registry import unknown_name_message
 
-RATIO_STEP = 0.05  # grid of candidate ratios between the scanned ones
+RATIO_STEP = SENSITIVITY_DEFAULTS.step  # grid of candidate ratios between the scanned ones
 SMOOTHNESS = 1e-3  # tie-breaking penalty smoothness * ratio**2, in score units
 # target metric -> (field of ScanPoint / baseline, divisor turning it into the metric's unit)
 TARGET_METRICS: dict[str, tuple[str, float]] = {"gmacs": ("macs", 1e9), "params_m": ("params", 1e6),
@@ -37,7 +40,7 @@ class Target:
 
     metric: str
     value: float
-    tolerance: float = 0.05
+    tolerance: float = SENSITIVITY_DEFAULTS.tolerance
 
     def __post_init__(self) -> None:
         if self.metric not in TARGET_METRICS:
@@ -237,7 +240,7 @@ MeasureFn = Callable[[PruneResult], float]
 
 
 def allocate_and_verify(scan: SensitivityResult, target: Target, model: nn.Module, adapter: DetectorAdapter, *,
-                        img_size: int = 640, measure_fn: MeasureFn | None = None, max_iters: int = 12,
+                        img_size: int = IMG_SIZE, measure_fn: MeasureFn | None = None, max_iters: int = 12,
                         prune_settings: Mapping[str, Any] | None = None, step: float = RATIO_STEP,
                         max_ratio: float | None = None, smoothness: float = SMOOTHNESS) -> Allocation:
     """``allocate``, then prunes copies of ``model`` and corrects until the measured value meets the target.
@@ -325,7 +328,7 @@ def _metric(metric: str) -> tuple[str, float]:
 
 
 # -- the uniform baseline -----------------------------------------------------------------------
-def uniform_ratio_for_target(model: nn.Module, adapter: DetectorAdapter, target: Target, *, img_size: int = 640,
+def uniform_ratio_for_target(model: nn.Module, adapter: DetectorAdapter, target: Target, *, img_size: int = IMG_SIZE,
                              measure_fn: MeasureFn | None = None, max_iters: int = 14,
                              prune_settings: Mapping[str, Any] | None = None) -> tuple[float, float]:
     """The single ``pruning_ratio`` (every group alike) whose pruned model meets ``target``.

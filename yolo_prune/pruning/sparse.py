@@ -17,16 +17,21 @@ trainer needs one call, made after ``loss.backward()`` and before ``optimizer.st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
-from yolo_prune.adapters.base import DetectorAdapter
 from yolo_prune.engine.distributed import unwrap_model
 from yolo_prune.engine.hooks import TrainerCallbacks
 from yolo_prune.registry import Registry
+from yolo_prune.settings import IMG_SIZE
+
+if TYPE_CHECKING:  # annotations only: generic code takes an adapter, it never imports the families
+    from yolo_prune.adapters.base import DetectorAdapter
+
+DEFAULT_REG = 1e-4  # penalty strength; network slimming uses about this for detectors
 
 
 class SparseRegularizer:
@@ -74,8 +79,8 @@ SPARSE_METHODS.register("group_norm")(SparseSpec(
     "group-norm regularisation of all coupled weights (DepGraph; prune with l2)"))
 
 
-def build_sparse_regularizer(method: str, model: nn.Module, adapter: DetectorAdapter, *, reg: float = 1e-4,
-                             img_size: int = 640) -> SparseRegularizer:
+def build_sparse_regularizer(method: str, model: nn.Module, adapter: DetectorAdapter, *, reg: float = DEFAULT_REG,
+                             img_size: int = IMG_SIZE) -> SparseRegularizer:
     """Builds the regulariser ``method`` (``SPARSE_METHODS``) for ``model`` as it is being trained.
 
     Args:
@@ -126,7 +131,7 @@ class SparseTrainingCallback(TrainerCallbacks):
         img_size: Tracing size (default: the trainer's ``settings.img_size``).
     """
 
-    def __init__(self, method: str, *, reg: float = 1e-4, img_size: int | None = None) -> None:
+    def __init__(self, method: str, *, reg: float = DEFAULT_REG, img_size: int | None = None) -> None:
         SPARSE_METHODS.get(method)  # a typo fails now, not after the data is loaded
         if reg <= 0:
             raise ValueError(f"sparse-training reg must be > 0 (e.g. 1e-4), got {reg}")

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from yolo_prune.engine.losses.yolov7 import unwrap_model
+from yolo_prune.adapters.yolov7.loss import unwrap_model
 from yolo_prune.registry import Registry
 
 DistillFn = Callable[[Any, Any, "torch.Tensor | None"], "tuple[torch.Tensor, torch.Tensor]"]

@@ -32,8 +32,8 @@ from ultralytics import __version__ as UL_VERSION
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT, DEFAULT_CFG_KEYS, RANK
 
-from yolo_prune.adapters.base import LoadedModel
-from yolo_prune.io.atomic import atomic_path, atomic_torch_save, atomic_write_text
+from yolo_prune.adapters.ultralytics.checkpoint import load_checkpoint
+from yolo_prune.io import LoadedModel, atomic_path, atomic_torch_save, atomic_write_text
 
 # Splits written by coco_to_yolo, in the order Ultralytics' data yaml names them.
 _SPLITS = ("train", "val")
@@ -182,9 +182,7 @@ def finetune(loaded: LoadedModel, data: str | Path, *, epochs: int = 10, img_siz
     trainer = PrunedDetectionTrainer(overrides=args, model=model, provenance=provenance)
     trainer.train()
     best = trainer.best if trainer.best.exists() else trainer.last
-    from yolo_prune.adapters.ultralytics import UltralyticsAdapter
-
-    result = UltralyticsAdapter().load(best)
+    result = load_checkpoint(best)
     result.meta.update(run_dir=str(trainer.save_dir), metrics=dict(trainer.metrics or {}), **provenance)
     return result
 

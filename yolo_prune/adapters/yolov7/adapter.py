@@ -19,8 +19,9 @@ from torch import nn
 
 from models import yolo
 from models.common import ImplicitA, ImplicitM
-from yolo_prune.adapters.base import ADAPTERS, DetectorAdapter, LossFn, LoadedModel
-from yolo_prune.io import checkpoint as checkpoint_io  # module, not names: the two import each other
+from yolo_prune.adapters.base import ADAPTERS, DetectorAdapter, DistillFn, LoadedModel, LossFn
+from yolo_prune.adapters.yolov7 import checkpoint as checkpoint_io
+from yolo_prune.io import CheckpointError
 
 # save() arguments that may arrive in ``extra``; the rest become plain entries of the file's dict.
 _SAVE_ARGS = ("epoch", "best_fitness", "training_results", "ema", "updates", "optimizer", "half")
@@ -71,6 +72,10 @@ class YOLOv7Adapter(DetectorAdapter):
                            stride=[int(s) for s in model.stride.tolist()], cfg=model.yaml,
                            source=Path(cfg) if isinstance(cfg, (str, Path)) else None)
 
+    def example_model(self, nc: int = 3) -> LoadedModel:
+        """yolov7-tiny (ELAN blocks, IDetect with implicit layers) at width 0.125."""
+        return self.build("yolov7-tiny", nc=nc, width_multiple=0.125)
+
     # -- pruning ----------------------------------------------------------------------
     def ignored_layers(self, model: nn.Module) -> list[nn.Module]:
         head = _head(model)
@@ -103,10 +108,29 @@ class YOLOv7Adapter(DetectorAdapter):
 
     # -- training ---------------------------------------------------------------------
     def loss(self, model: nn.Module, hyp: dict) -> LossFn:
-        """YOLOv7 training loss, implemented in ``yolo_prune.engine.losses`` (imported lazily)."""
-        from yolo_prune.engine.losses import build_yolov7_loss
+        """YOLOv7 training loss (plain / OTA / aux OTA, see ``yolo_prune.adapters.yolov7.loss``)."""
+        from yolo_prune.adapters.yolov7.loss import build_yolov7_loss
 
         return build_yolov7_loss(model, hyp)
+
+    def distill_loss(self, student: nn.Module, teacher: nn.Module, hyp: dict, *, weight: float = 1.0) -> DistillFn:
+        """Output distillation over the lead head's maps (``yolo_prune.adapters.yolov7.distill``)."""
+        from yolo_prune.adapters.yolov7.distill import build_distill_loss
+
+        return build_distill_loss(student, teacher, hyp, weight=weight)
+
+    def load_training_checkpoint(self, path: str | Path, *, trust: bool = False) -> tuple[LoadedModel, dict]:
+        """A ``last.pt`` under the official allow-list: its float32 ``model`` and the whole dict."""
+        ckpt = checkpoint_io.read_checkpoint(path, trust=trust)
+        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), yolo.Model):
+            raise CheckpointError(f"{path} is not a training checkpoint (no pickled YOLOv7 model); pass the run's "
+                                  f"weights/last.pt")
+        model = ckpt["model"].float()
+        meta = {k: v for k, v in ckpt.items() if k not in checkpoint_io.OFFICIAL_KEYS}
+        loaded = LoadedModel(model=model, family=self.name, names=checkpoint_io.model_names(model),
+                             stride=checkpoint_io.model_stride(model), cfg=getattr(model, "yaml", None),
+                             source=Path(path), meta=meta)
+        return loaded, ckpt
 
     # -- saving -----------------------------------------------------------------------
     def save(self, loaded: LoadedModel, path: str | Path, *, extra: dict | None = None) -> Path:
