@@ -25,7 +25,17 @@ import yaml
 from torch import nn
 
 from models.common import (
-    MP, SP, SPPCSPC, Concat, Conv, DownC, ImplicitA, ImplicitM, ReOrg, RepConv, Shortcut,
+    MP,
+    SP,
+    SPPCSPC,
+    Concat,
+    Conv,
+    DownC,
+    ImplicitA,
+    ImplicitM,
+    ReOrg,
+    RepConv,
+    Shortcut,
 )
 
 logger = logging.getLogger(__name__)
@@ -110,7 +120,7 @@ class _YoloHead(nn.Module):
         """Folds ``ia`` (added before ``m``) and ``im`` (multiplied after) into ``m`` in place."""
         if "forward" in self.__dict__:  # already switched to fuseforward: folding twice is wrong
             return
-        for conv, ia, im in zip(self.m, self.ia, self.im):
+        for conv, ia, im in zip(self.m, self.ia, self.im, strict=True):
             w = conv.weight.reshape(conv.weight.shape[0], -1)  # [out, in] of the 1x1 conv
             conv.bias += (w @ ia.implicit.reshape(-1, 1).to(w.dtype)).squeeze(1)
             scale = im.implicit.reshape(-1).to(w.dtype)
@@ -118,7 +128,7 @@ class _YoloHead(nn.Module):
             conv.weight *= scale.reshape(-1, 1, 1, 1)
         # Neutral implicits: the official loader fuses every model it loads again, which must
         # then be a no-op (it would fold the terms a second time otherwise).
-        for ia, im in zip(self.ia, self.im):
+        for ia, im in zip(self.ia, self.im, strict=True):
             ia.implicit.zero_()
             im.implicit.fill_(1.0)
         self.forward = self.fuseforward  # official convention
@@ -133,6 +143,7 @@ class Detect(_YoloHead):
         self.m = nn.ModuleList(nn.Conv2d(x, self.no * self.na, 1) for x in ch)
 
     def forward(self, x: list[torch.Tensor]) -> Any:
+        """Raw maps in training mode; decoded predictions and maps in eval mode."""
         return self.fuseforward(x)
 
     def fuse(self) -> None:
@@ -150,6 +161,7 @@ class IDetect(_YoloHead):
         self.im = nn.ModuleList(ImplicitM(self.no * self.na) for _ in ch)
 
     def forward(self, x: list[torch.Tensor]) -> Any:
+        """Like ``Detect``, with the implicit terms around each output conv."""
         x = list(x)
         z = []
         for i in range(self.nl):
@@ -171,6 +183,7 @@ class IAuxDetect(_YoloHead):
         self.im = nn.ModuleList(ImplicitM(self.no * self.na) for _ in ch[: self.nl])
 
     def forward(self, x: list[torch.Tensor]) -> Any:
+        """Lead maps then auxiliary maps in training mode; the lead predictions in eval mode."""
         x = list(x)
         z = []
         for i in range(self.nl):
@@ -208,6 +221,7 @@ def unknown_name_message(kind: str, name: str, known: Any) -> str:
 
 
 def make_divisible(x: float, divisor: int) -> int:
+    """``x`` rounded up to a multiple of ``divisor`` (channel counts of scaled cfgs)."""
     return math.ceil(x / divisor) * divisor
 
 
@@ -355,7 +369,7 @@ class Model(nn.Module):
         head = self.model[-1]
         convs = [(head.m, head.stride)] + ([(head.m2, head.stride)] if isinstance(head, IAuxDetect) else [])
         for modules, strides in convs:
-            for conv, s in zip(modules, strides):
+            for conv, s in zip(modules, strides, strict=True):
                 b = conv.bias.view(head.na, -1)
                 b[:, 4] += math.log(8 / (640 / s) ** 2)
                 b[:, 5:] += math.log(0.6 / (head.nc - 0.99))
@@ -388,7 +402,7 @@ class Model(nn.Module):
         """Test-time augmentation as in the official code: scales 1, 0.83, 0.67; middle one flipped."""
         img_size = x.shape[-2:]
         outputs = []
-        for scale, flip in zip((1, 0.83, 0.67), (None, 3, None)):
+        for scale, flip in zip((1, 0.83, 0.67), (None, 3, None), strict=True):
             xi = scale_img(x.flip(flip) if flip else x, scale, gs=int(self.stride.max()))
             yi = self.forward_once(xi)[0]
             yi = torch.cat((yi[..., :4] / scale, yi[..., 4:]), -1)

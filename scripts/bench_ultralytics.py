@@ -33,6 +33,7 @@ from yolo_prune.reporting import format_table  # noqa: E402
 
 
 def main() -> None:
+    """Prints the speed table (part 1) and, with ``--epochs``, the accuracy table (part 2)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cfgs", nargs="+", default=["yolov8n.yaml", "yolo11n.yaml"])
     parser.add_argument("--img", type=int, default=640)

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Convert a YOLO-txt dataset (images/ + labels/*.txt) to COCO json. Same flags as ``yolo-prune yolo-txt-to-coco``.
 
-    python scripts/yolo_txt_to_coco.py --data coco128.yaml --out data/coco128-coco
-    python scripts/yolo_txt_to_coco.py --images ds/images/val --names cat dog --out ds/instances_val.json
+python scripts/yolo_txt_to_coco.py --data coco128.yaml --out data/coco128-coco
+python scripts/yolo_txt_to_coco.py --images ds/images/val --names cat dog --out ds/instances_val.json
 """
 from __future__ import annotations
 

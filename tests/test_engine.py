@@ -8,8 +8,17 @@ import torch
 from torch import nn
 
 from yolo_prune.engine.ema import ModelEMA
-from yolo_prune.engine.optim import (BIAS, DECAY, NO_DECAY, accumulate_steps, apply_warmup, build_optimizer,
-                                     lr_factor, split_param_groups, warmup_iterations)
+from yolo_prune.engine.optim import (
+    BIAS,
+    DECAY,
+    NO_DECAY,
+    accumulate_steps,
+    apply_warmup,
+    build_optimizer,
+    lr_factor,
+    split_param_groups,
+    warmup_iterations,
+)
 from yolo_prune.engine.plots import ResultsLog, plot_results
 from yolo_prune.engine.settings import TrainSettings
 
@@ -84,7 +93,7 @@ def test_lr_factor_runs_from_one_to_lrf(schedule):
     lf = lr_factor(schedule, epochs=10, lrf=0.2)
     values = [lf(e) for e in range(10)]
     assert values[0] == pytest.approx(1.0) and values[-1] == pytest.approx(0.2)
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
 
 
 def test_lr_factor_unknown_schedule_names_choices():
@@ -226,8 +235,8 @@ def _tiny_cfg(tmp_path):
 
 
 def test_cli_one_epoch_writes_checkpoints_results_and_config(shapes_data, fast_hyp, tmp_path, capsys):
-    from yolo_prune.cli import main
     from yolo_prune.adapters.yolov7.checkpoint import load_checkpoint, read_checkpoint
+    from yolo_prune.cli import main
 
     out = tmp_path / "run"
     argv = ["finetune", "--cfg", str(_tiny_cfg(tmp_path)), "--data", str(shapes_data), "--hyp", str(fast_hyp),
@@ -289,7 +298,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_model, shapes_
     _assert_same_optimizer_state(check.optimizer, saved["optimizer"])
     whole, resumed = (read_checkpoint(tmp_path / run / "weights" / "last.pt") for run in ("whole", "cut"))
     for key in ("model", "ema"):
-        for (name, a), b in zip(whole[key].state_dict().items(), resumed[key].state_dict().values()):
+        for (name, a), b in zip(whole[key].state_dict().items(), resumed[key].state_dict().values(), strict=True):
             assert torch.equal(a, b), f"{key}.{name} differs after resume"
     _assert_same_optimizer_state(whole["optimizer"], resumed["optimizer"])
     assert _losses(whole["training_results"]) == _losses(resumed["training_results"])
@@ -331,8 +340,8 @@ def test_bad_hyp_and_data_files_give_clear_errors(tiny_model, shapes_data, tmp_p
 
 def test_cli_sparse_training_shrinks_bn_scales(shapes_data, fast_hyp, tmp_path):
     """--sparse bn_l1 (network slimming) pulls BN scales towards zero compared with plain training."""
-    from yolo_prune.cli import main
     from yolo_prune.adapters.yolov7.checkpoint import read_checkpoint
+    from yolo_prune.cli import main
 
     def gamma_l1(run):
         model = read_checkpoint(run / "weights" / "last.pt")["model"]

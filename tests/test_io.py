@@ -17,8 +17,8 @@ import pytest
 import torch
 import torch_pruning as tp
 import yaml
-
 from conftest import REPO_ROOT, build_yolov7, randomise_bn
+
 from models.common import Conv
 from models.experimental import attempt_load
 from models.yolo import CFG_ROOT, Model, load_cfg

@@ -338,7 +338,7 @@ def test_short_finetune_keeps_pruned_model_and_fp32(adapter, coco_data, tmp_path
         ckpt = torch.load(weights / name, map_location="cpu", weights_only=False)
         assert all(p.dtype == torch.float32 for p in ckpt["model"].state_dict().values() if p.is_floating_point())
     changed = any(not torch.equal(a, b) for a, b in zip(tuned.model.state_dict().values(),
-                                                         loaded.model.state_dict().values()))
+                                                         loaded.model.state_dict().values(), strict=True))
     assert changed  # one epoch moved the weights (and ``loaded`` itself was not trained in place)
     results = ul.YOLO(str(weights / "best.pt")).predict(np.zeros((64, 64, 3), np.uint8), imgsz=IMG, verbose=False)
     assert len(results) == 1

@@ -80,6 +80,7 @@ def main_job(s: PipelineSettings) -> dict[str, Any]:
 
 
 def summary_table(models: list[dict[str, Any]]) -> str:
+    """The three models side by side: params, GMACs, mAP and speed."""
     rows = [[m["name"], m["params_m"], m["gmacs"], m["map50_95"], m["map50"], m["fps"], m["latency_ms"]]
             for m in models]
     return format_table(rows, ["model", "params (M)", "GMACs", "mAP50-95", "mAP50", "FPS", "latency (ms)"])
@@ -151,7 +152,7 @@ def _finished(last: Path) -> bool:
 
 
 def _evaluate(s: PipelineSettings, data: Path, weights: Path, name: str) -> dict[str, Any]:
-    """mAP on the val split plus params, GMACs and fused batch-1 latency, cached per stage."""
+    """MAP on the val split plus params, GMACs and fused batch-1 latency, cached per stage."""
     from yolo_prune.data import load_data_config
     from yolo_prune.pruning import conv_out_channels
 

@@ -8,6 +8,10 @@ on its own (CUDA synchronised before every clock read):
 * ``inference``: the model's forward pass (the fused model when ``fuse`` is given);
 * ``nms``: decoding to ``[B, N, 5 + nc]`` and ``non_max_suppression``.
 
+Convolutions run in NHWC memory format (``channels_last``, input and conv weights) by default,
+as deployments do: on CPU it avoids oneDNN's per-layer layout reorders, whose cost grows with
+activations, not MACs, and so hides much of a pruned model's gain.
+
 All times are per image (a run's time / batch). ``latency_ms_*`` and ``fps`` are the inference
 stage alone (what pruning changes); ``end_to_end_ms_*`` and ``fps_end_to_end`` are the sum of
 the three. Medians and 10th / 90th percentiles are taken over ``runs`` runs after ``warmup``.
@@ -108,9 +112,7 @@ def measure_latency(model: nn.Module, img_size: int = DEFAULTS.img_size, *, batc
                     iou_thres: float = DEFAULTS.iou_thres, max_det: int = DEFAULTS.max_det,
                     source_shape: tuple[int, int] | None = None,
                     channels_last: bool = DEFAULTS.channels_last) -> dict[str, Any]:
-    """Per-image latency of preprocess, inference and NMS (see the module docstring).
-
-    The model itself is not changed: a copy is fused / cast / moved. Defaults: ``BenchmarkSettings``.
+    """Per-image latency of preprocess, inference and NMS of a fused / cast / moved copy of ``model``.
 
     Args:
         model: Detector taking ``[B, 3, img_size, img_size]`` floats in [0, 1].
@@ -124,11 +126,11 @@ def measure_latency(model: nn.Module, img_size: int = DEFAULTS.img_size, *, batc
         fuse: Called on a copy of the model before timing (e.g. ``adapter.fuse``).
         decode: Output -> ``[B, N, 5 + nc]`` (e.g. ``adapter.decode``); None: ``first_output``.
         nms: Time decoding + NMS; False leaves the ``nms`` stage out (its fields are None).
-        conf_thres, iou_thres, max_det: NMS settings (deployment defaults, not mAP ones).
+        conf_thres: NMS confidence threshold (a deployment default, not the mAP one).
+        iou_thres: NMS IoU threshold.
+        max_det: Detections kept per image.
         source_shape: (h, w) of the synthetic frames; default a 4:3 frame, long side img_size.
-        channels_last: Run convolutions in NHWC memory format (input and conv weights), as
-            deployments do. On CPU it avoids oneDNN's per-layer layout reorders, whose cost
-            grows with activations, not MACs, and so hides much of a pruned model's gain.
+        channels_last: Run convolutions in NHWC memory format, as deployments do (see the module docstring).
 
     Returns:
         ``latency_ms_median, latency_ms_p10, latency_ms_p90, fps`` (inference), the same for
@@ -178,8 +180,10 @@ def _time_runs(pipeline: _Pipeline, frames: list[np.ndarray], warmup: int, runs:
 
 
 def to_channels_last(model: nn.Module) -> nn.Module:
-    """Conv weights to NHWC in place. (``model.to(memory_format=...)`` fails on models that hold
-    non-4D buffers, such as YOLO anchors.)"""
+    """Conv weights to NHWC in place.
+
+    ``model.to(memory_format=...)`` fails on models that hold non-4D buffers, such as YOLO anchors.
+    """
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)

@@ -11,8 +11,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, TypeVar
 
-from yolo_prune.settings import JobSettings, ModelSourceSettings
 from yolo_prune.reporting import format_table
+from yolo_prune.settings import JobSettings, ModelSourceSettings
 
 S = TypeVar("S", bound=JobSettings)
 ArgGroup = argparse.ArgumentParser | argparse._ArgumentGroup

@@ -1,8 +1,8 @@
-"""``yolo-prune sensitivity`` / ``scripts/sensitivity.py``: flags -> ``SensitivitySettings`` -> ``run_sensitivity``.
+r"""``yolo-prune sensitivity`` / ``scripts/sensitivity.py``: flags -> ``SensitivitySettings`` -> ``run_sensitivity``.
 
-    yolo-prune sensitivity --weights yolov7-tiny.pt --data data.yaml --max-images 100 \\
+yolo-prune sensitivity --weights yolov7-tiny.pt --data data.yaml --max-images 100 \
         --ratios 0.2 0.4 0.6 --reduction 3 --recipe-out configs/prune/tiny-3x.yaml
-    yolo-prune prune --weights yolov7-tiny.pt --recipe configs/prune/tiny-3x.yaml
+yolo-prune prune --weights yolov7-tiny.pt --recipe configs/prune/tiny-3x.yaml
 """
 from __future__ import annotations
 

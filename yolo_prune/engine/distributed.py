@@ -16,7 +16,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 
-
 @dataclass(frozen=True)
 class DistInfo:
     """Where this process stands in the job."""
@@ -27,10 +26,12 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
+        """True under DDP (more than one process)."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """True on rank 0, the process that writes files and validates."""
         return self.rank == 0
 
 

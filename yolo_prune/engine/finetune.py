@@ -26,8 +26,14 @@ from torch import nn
 
 from yolo_prune.devices import select_device
 from yolo_prune.engine import checkpointing
-from yolo_prune.engine.distributed import DistInfo, barrier, cleanup_distributed, init_distributed, rank_device
-from yolo_prune.engine.distributed import unwrap_model
+from yolo_prune.engine.distributed import (
+    DistInfo,
+    barrier,
+    cleanup_distributed,
+    init_distributed,
+    rank_device,
+    unwrap_model,
+)
 from yolo_prune.engine.hooks import TrainerCallbacks
 from yolo_prune.engine.settings import TrainSettings
 from yolo_prune.engine.trainer import RunPaths, Trainer

@@ -78,4 +78,5 @@ class TrainSettings:
         return cls(**{k: v for k, v in values.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain values (for ``args.yaml`` and ``last.pt``)."""
         return dataclasses.asdict(self)

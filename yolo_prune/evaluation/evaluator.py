@@ -61,7 +61,7 @@ def detections_to_coco(det: torch.Tensor, image_id: int, img_shape: tuple[int, i
     scores, classes = det[:, 4].float().cpu().numpy(), det[:, 5].long().cpu().numpy()
     return [{"image_id": int(image_id), "category_id": int(category_ids[c]),
              "bbox": [round(float(v), 3) for v in box], "score": round(float(s), 5)}
-            for box, s, c in zip(boxes, scores, classes)]
+            for box, s, c in zip(boxes, scores, classes, strict=True)]
 
 
 def _eval_loader(dataset: Any, batch_size: int, workers: int, max_images: int | None) -> tuple[Any, list[int]]:
@@ -106,7 +106,7 @@ def predict(model: nn.Module, loader: Any, dataset: Any, *, decode: Decode, devi
             _check_classes(pred, dataset)
         dets = non_max_suppression(pred, conf_thres, iou_thres, max_det=max_det)
         timer.lap("nms")
-        for det, image_id, shape in zip(dets, image_ids, shapes):
+        for det, image_id, shape in zip(dets, image_ids, shapes, strict=True):
             if shape is None:
                 raise DataError("evaluation needs an un-augmented dataset (augment=False): items have no "
                                 "inverse letterbox mapping")
@@ -128,7 +128,9 @@ def evaluate(model: nn.Module, dataset: Any, *, decode: Decode | None = None, ba
         dataset: Evaluation dataset; rect datasets are read with the batch size they were built for.
         decode: Model output -> ``[B, N, 5 + nc]`` (``adapter.decode``); None: ``first_output``.
         batch_size: Images per forward pass.
-        conf_thres, iou_thres, max_det: NMS settings (YOLOv7 ``test.py`` defaults, ``EvalSettings``).
+        conf_thres: NMS confidence threshold (YOLOv7 ``test.py`` defaults, see ``EvalSettings``).
+        iou_thres: NMS IoU threshold.
+        max_det: Detections kept per image.
         device: Torch device (``''``: GPU if any, else CPU).
         half: fp16 inference on CUDA (a half copy of the model; ignored on CPU).
         backend: ``faster_coco_eval`` or ``pycocotools``.

@@ -5,7 +5,6 @@ import torch
 import torchvision
 
 from yolo_prune.data.transforms import cxcywh_to_xyxy
-
 from yolo_prune.evaluation.settings import DEFAULTS
 
 MAX_NMS_INPUT = 30_000  # boxes entering NMS per image, highest scores first (as YOLOv7)

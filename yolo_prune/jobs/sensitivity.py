@@ -19,11 +19,15 @@ import yaml
 
 from yolo_prune.adapters import DetectorAdapter, get_adapter, load_model
 from yolo_prune.io import LoadedModel, atomic_write_json
-from yolo_prune.pruning.allocation import (Allocation, Target, allocate_and_verify, baseline_value,
-                                           target_from_reduction)
+from yolo_prune.pruning.allocation import Allocation, Target, allocate_and_verify, baseline_value, target_from_reduction
 from yolo_prune.pruning.recipe import save_recipe
-from yolo_prune.pruning.sensitivity import (UNIT_KINDS, SensitivityResult, make_latency_fn, make_map_score_fn,
-                                            scan_sensitivity)
+from yolo_prune.pruning.sensitivity import (
+    UNIT_KINDS,
+    SensitivityResult,
+    make_latency_fn,
+    make_map_score_fn,
+    scan_sensitivity,
+)
 from yolo_prune.pruning.settings import SensitivitySettings
 
 LOGGER = logging.getLogger(__name__)

@@ -61,6 +61,7 @@ class IterativeResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """Settings and steps as plain values (``iterative.json``)."""
         return {"settings": self.settings, "steps": [dataclasses.asdict(s) for s in self.steps]}
 
     def save(self, out_dir: str | Path, *, metric: str = "score") -> dict[str, Path]:
@@ -184,9 +185,9 @@ def plot_iterative(result: IterativeResult, path: str | Path, *, metric: str = "
     tuned = [(r.gmacs, r.score) for r in rows if r.score is not None]
     pruned = [(r.gmacs, r.score_pruned) for r in rows if r.score_pruned is not None]
     if tuned:
-        ax.plot(*zip(*tuned), marker="o", label="after fine-tune")
+        ax.plot(*zip(*tuned, strict=True), marker="o", label="after fine-tune")
     if pruned:
-        ax.plot(*zip(*pruned), marker="x", ls="--", label="after pruning")
+        ax.plot(*zip(*pruned, strict=True), marker="x", ls="--", label="after pruning")
     for r in rows:
         if r.score is not None:
             ax.annotate(str(r.step), (r.gmacs, r.score), textcoords="offset points", xytext=(4, 4), fontsize=8)

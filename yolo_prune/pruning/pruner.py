@@ -61,14 +61,17 @@ class PruneResult:
 
     @property
     def gmacs_before(self) -> float:
+        """MACs before pruning, in billions."""
         return self.macs_before / 1e9
 
     @property
     def gmacs_after(self) -> float:
+        """MACs after pruning, in billions."""
         return self.macs_after / 1e9
 
     @property
     def macs_reduction(self) -> float:
+        """How many times fewer MACs the pruned model needs."""
         return self.macs_before / max(self.macs_after, 1.0)
 
     def summary(self) -> dict[str, Any]:
@@ -87,29 +90,18 @@ class PruneResult:
         }
 
 
-def prune_model(
-    model: nn.Module,
-    adapter: DetectorAdapter,
-    *,
-    img_size: int = D.img_size,
-    importance: str = D.importance,
-    pruning_ratio: float = D.pruning_ratio,
-    global_pruning: bool = D.global_pruning,
-    layer_ratios: dict[str, float] | None = None,
-    max_pruning_ratio: float = D.max_pruning_ratio,
-    round_to: int | None = D.round_to,
-    iterative_steps: int = D.iterative_steps,
-    taylor_batches: Iterable[Batch] | None = None,
-    loss_hyp: dict | None = None,
-    seed: int = D.seed,
-    dry_run: bool = False,
-) -> PruneResult:
+def prune_model(model: nn.Module, adapter: DetectorAdapter, *, img_size: int = D.img_size,
+                importance: str = D.importance, pruning_ratio: float = D.pruning_ratio,
+                global_pruning: bool = D.global_pruning, layer_ratios: dict[str, float] | None = None,
+                max_pruning_ratio: float = D.max_pruning_ratio, round_to: int | None = D.round_to,
+                iterative_steps: int = D.iterative_steps, taylor_batches: Iterable[Batch] | None = None,
+                loss_hyp: dict | None = None, seed: int = D.seed, dry_run: bool = False) -> PruneResult:
     """Removes whole channels of ``model`` (in place) at ``pruning_ratio`` (defaults: ``PruneSettings``).
 
     Args:
         model: A float32 detector of ``adapter``'s family.
         adapter: Tells which layers are ignored and which parameters are unwrapped.
-        img_size: Side of the square example input used for tracing and MAC counting.
+        img_size: Side of the square example input used for MAC counting.
         importance: A name in ``yolo_prune.pruning.IMPORTANCES`` (l1, l2, taylor, ...).
         pruning_ratio: Fraction of channels removed per group (or globally), in [0, 1).
         global_pruning: Rank channels across all groups instead of within each group.
@@ -135,24 +127,33 @@ def prune_model(
     torch.manual_seed(seed)
     was_training = model.training
     model = adapter.prepare_for_pruning(model).eval()
-    example_inputs = torch.zeros(1, 3, img_size, img_size, device=next(model.parameters()).device)
-    # Tracing and the shape check only need the graph, not the full resolution: a small input
-    # (a multiple of every YOLO stride up to 64 and 128) makes pruning a full-size model fast.
-    trace_inputs = example_inputs[..., :min(img_size, TRACE_SIZE), :min(img_size, TRACE_SIZE)]
-    shapes_before = _output_shapes(model, adapter, trace_inputs)  # train and eval outputs
-    macs_before, params_before = tp.utils.count_ops_and_params(model, example_inputs)
-    channels_before = conv_out_channels(model)
+    result, trace_inputs, shapes_before = _before(model, adapter, settings, dry_run)
     nothing_to_do = pruning_ratio == 0 and not layer_ratios
-    groups = [] if nothing_to_do else _prune_groups(model, adapter, trace_inputs, settings, taylor_batches,
-                                                    loss_hyp, dry_run)
-    model = adapter.finish_pruning(model)
-    model.train(was_training)
-    result = PruneResult(model, params_before, params_before, macs_before, macs_before, groups,
-                         channels_before, channels_before, settings, dry_run)
+    if not nothing_to_do:
+        result.groups = _prune_groups(model, adapter, trace_inputs, settings, taylor_batches, loss_hyp, dry_run)
+    result.model = adapter.finish_pruning(model)
+    result.model.train(was_training)
     if not (dry_run or nothing_to_do):
-        _check_shapes(shapes_before, _output_shapes(model, adapter, trace_inputs))  # restores the mode
-        _measure_after(result, example_inputs)
+        _check_shapes(shapes_before, _output_shapes(result.model, adapter, trace_inputs))  # restores the mode
+        _measure_after(result, img_size)
     return result
+
+
+def _before(model: nn.Module, adapter: DetectorAdapter, settings: dict[str, Any],
+            dry_run: bool) -> tuple[PruneResult, torch.Tensor, list[tuple[int, ...]]]:
+    """The unpruned model's counts (as a result that changed nothing), the tracing input, its output shapes.
+
+    Tracing and the shape check only need the graph, not the full resolution: a small input
+    (a multiple of every YOLO stride up to 64 and 128) makes pruning a full-size model fast.
+    """
+    img_size = settings["img_size"]
+    example_inputs = torch.zeros(1, 3, img_size, img_size, device=next(model.parameters()).device)
+    trace_inputs = example_inputs[..., :min(img_size, TRACE_SIZE), :min(img_size, TRACE_SIZE)]
+    shapes = _output_shapes(model, adapter, trace_inputs)  # train and eval outputs
+    macs, params = tp.utils.count_ops_and_params(model, example_inputs)
+    channels = conv_out_channels(model)
+    result = PruneResult(model, params, params, macs, macs, [], channels, dict(channels), settings, dry_run)
+    return result, trace_inputs, shapes
 
 
 def _prune_groups(model: nn.Module, adapter: DetectorAdapter, trace_inputs: torch.Tensor, settings: dict[str, Any],
@@ -178,8 +179,9 @@ def _prune_groups(model: nn.Module, adapter: DetectorAdapter, trace_inputs: torc
     return groups
 
 
-def _measure_after(result: PruneResult, example_inputs: torch.Tensor) -> None:
+def _measure_after(result: PruneResult, img_size: int) -> None:
     """Fills the after-pruning MACs, params and widths; refuses a step that removed nothing."""
+    example_inputs = torch.zeros(1, 3, img_size, img_size, device=next(result.model.parameters()).device)
     result.macs_after, result.params_after = tp.utils.count_ops_and_params(result.model, example_inputs)
     result.channels_after = conv_out_channels(result.model)
     if result.params_after >= result.params_before:
@@ -243,7 +245,7 @@ def _run_step(pruner: tp.pruner.BasePruner, dry_run: bool) -> list[PruneGroup]:
 def _parameters_require_grad(model: nn.Module) -> Iterator[None]:
     """torch-pruning traces through autograd: a frozen parameter silently hides its layer."""
     frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         p.requires_grad_(True)
     try:
         yield
@@ -268,8 +270,10 @@ def _training_mode_frozen_bn(model: nn.Module) -> Iterator[None]:
 
 
 def _training_forward(model: nn.Module, x: torch.Tensor) -> Any:
-    """torch-pruning's tracer puts the model in eval mode; trace the training forward instead,
-    because some heads only use every branch there (IAuxDetect returns no auxiliary maps in eval)."""
+    """The training forward, traced instead of the eval one torch-pruning's tracer would run.
+
+    Some heads only use every branch in training mode (IAuxDetect returns no auxiliary maps in eval).
+    """
     with _training_mode_frozen_bn(model):
         return model(x)
 

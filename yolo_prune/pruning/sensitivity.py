@@ -77,10 +77,12 @@ class SensitivityResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain values (``sensitivity.json``)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "SensitivityResult":
+        """The inverse of ``to_dict``."""
         units = [SensitivityUnit(name=u["name"], patterns=list(u["patterns"]), channels=int(u["channels"]),
                                  points=[ScanPoint(**p) for p in u["points"]]) for u in values["units"]]
         return cls(baseline=dict(values["baseline"]), units=units, settings=dict(values.get("settings", {})))
@@ -293,8 +295,10 @@ def make_map_score_fn(loaded: LoadedModel, adapter: DetectorAdapter, data: str |
 
 def make_latency_fn(adapter: DetectorAdapter, img_size: int, *, device: str = D.device,
                     runs: int = 10) -> Callable[[nn.Module], float]:
-    """``model -> median batch-1 forward latency (ms)`` of a fused copy on ``device`` (NMS left out:
-    pruning changes the network, not the post-processing)."""
+    """``model -> median batch-1 forward latency (ms)`` of a fused copy on ``device``.
+
+    NMS is left out: pruning changes the network, not the post-processing.
+    """
     from yolo_prune.benchmark import measure_latency
 
     def latency(model: nn.Module) -> float:
@@ -317,7 +321,7 @@ def plot_sensitivity(result: SensitivityResult, path: str | Path, *, per_panel: 
     rows = -(-len(chunks) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
     base = result.baseline["score"]
-    for ax, chunk in zip(axes.flat, chunks):
+    for ax, chunk in zip(axes.flat, chunks, strict=False):
         for unit in chunk:
             pts = [(0.0, base)] + [(p.ratio, p.score) for p in unit.points if p.score is not None]
             ax.plot([r for r, _ in pts], [s for _, s in pts], marker="o", ms=3, lw=1.2, label=unit.name)

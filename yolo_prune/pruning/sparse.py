@@ -140,17 +140,20 @@ class SparseTrainingCallback(TrainerCallbacks):
         self.history: list[dict[str, float]] = []
 
     def on_train_start(self, trainer: Any) -> None:
+        """Builds the regulariser on the model exactly as the trainer holds it."""
         img_size = self.img_size or trainer.settings.img_size
         self.regularizer = build_sparse_regularizer(self.method, unwrap_model(trainer.model), trainer.adapter,
                                                     reg=self.reg, img_size=img_size)
 
     def on_before_optimizer_step(self, trainer: Any) -> None:
+        """Adds the penalty's gradient (the trainer has unscaled the gradients)."""
         if self.regularizer is None:
             raise RuntimeError("SparseTrainingCallback.on_train_start was not called; pass the callback to the "
                                "trainer (finetune(..., callbacks=...)) rather than calling its hooks by hand")
         self.regularizer.regularize(unwrap_model(trainer.model))
 
     def on_epoch_end(self, trainer: Any, epoch: int, row: dict[str, Any]) -> None:
+        """Records how sparse the BatchNorm scales are after this epoch."""
         self.history.append({"epoch": epoch, **bn_gamma_summary(unwrap_model(trainer.model))})
 
 

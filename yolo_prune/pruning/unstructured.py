@@ -103,8 +103,10 @@ def sparsity_report(model: nn.Module, adapter: DetectorAdapter) -> dict[str, Any
 
 
 def channel_ratio_for_sparsity(sparsity: float) -> float:
-    """The channel ratio removing about the same fraction of conv weights (a conv loses both
-    input and output channels, so its weights shrink by ``(1 - ratio) ** 2``)."""
+    """The channel ratio removing about the same fraction of conv weights.
+
+    A conv loses both input and output channels, so its weights shrink by ``(1 - ratio) ** 2``.
+    """
     return 1.0 - (1.0 - sparsity) ** 0.5
 
 

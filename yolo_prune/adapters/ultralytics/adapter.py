@@ -105,6 +105,7 @@ class UltralyticsAdapter(DetectorAdapter):
 
     # -- pruning ----------------------------------------------------------------------
     def ignored_layers(self, model: nn.Module) -> list[nn.Module]:
+        """The last box and class conv of every head branch, the DFL, and the attention convs."""
         blocks = checkpoint.blocks_module()
         return blocks.head_output_convs(model.model[-1]) + blocks.attention_layers(model)
 

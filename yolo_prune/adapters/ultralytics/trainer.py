@@ -34,6 +34,7 @@ from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT, DEFAULT_CFG_KEYS, R
 
 from yolo_prune.adapters.ultralytics.checkpoint import load_checkpoint
 from yolo_prune.io import LoadedModel, atomic_path, atomic_torch_save, atomic_write_text
+from yolo_prune.settings import IMG_SIZE
 
 # Splits written by coco_to_yolo, in the order Ultralytics' data yaml names them.
 _SPLITS = ("train", "val")
@@ -152,7 +153,7 @@ def finalize_checkpoint(path: str | Path, updates: dict | None = None) -> dict:
     return ckpt
 
 
-def finetune(loaded: LoadedModel, data: str | Path, *, epochs: int = 10, img_size: int = 640, batch_size: int = 16,
+def finetune(loaded: LoadedModel, data: str | Path, *, epochs: int = 10, img_size: int = IMG_SIZE, batch_size: int = 16,
              device: str | int | None = None, project: str | Path = "runs/finetune", name: str = "ultralytics",
              workers: int = 0, seed: int = 0, **overrides: Any) -> LoadedModel:
     """Fine-tunes ``loaded.model`` (a copy; ``loaded`` is untouched) with Ultralytics' trainer.
@@ -161,9 +162,14 @@ def finetune(loaded: LoadedModel, data: str | Path, *, epochs: int = 10, img_siz
         loaded: An Ultralytics model, typically pruned.
         data: This project's COCO-json data yaml (converted under the run folder) or an
             Ultralytics data yaml (``train:``/``val:`` image folders with YOLO txt labels).
-        epochs, img_size, batch_size, device, workers, seed: As Ultralytics' ``epochs``,
-            ``imgsz``, ``batch``, ``device``, ``workers``, ``seed``.
-        project, name: The run writes to ``project/name`` (weights/last.pt, best.pt, args.yaml).
+        epochs: Ultralytics' ``epochs``.
+        img_size: Ultralytics' ``imgsz``.
+        batch_size: Ultralytics' ``batch``.
+        device: Ultralytics' ``device`` (None: CPU).
+        project: The run writes to ``project/name`` (weights/last.pt, best.pt, args.yaml).
+        name: See ``project``.
+        workers: Ultralytics' ``workers``.
+        seed: Ultralytics' ``seed``.
         **overrides: Any other Ultralytics training argument (``lr0``, ``optimizer``, ...).
 
     Returns:
@@ -262,7 +268,7 @@ def _write_split(coco: dict, images_dir: Path, out_dir: Path, split: str, index:
 
 
 def _label_row(ann: dict, size: tuple[int, int], index: dict[int, int]) -> str:
-    """``"cls cx cy w h\\n"`` normalised and clipped to the image, or "" for crowd / empty boxes."""
+    r"""``"cls cx cy w h\\n"`` normalised and clipped to the image, or "" for crowd / empty boxes."""
     if ann.get("iscrowd", 0) or ann["category_id"] not in index:
         return ""
     w_img, h_img = size

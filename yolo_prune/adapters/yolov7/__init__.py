@@ -17,8 +17,13 @@ from yolo_prune.adapters.yolov7.adapter import YOLOv7Adapter
 from yolo_prune.adapters.yolov7.assign import Assignment, find_candidates
 from yolo_prune.adapters.yolov7.boxes import bbox_ciou, box_iou, xywh_to_xyxy
 from yolo_prune.adapters.yolov7.distill import DISTILL_LOSSES, OutputDistillLoss, bernoulli_kl, build_distill_loss
-from yolo_prune.adapters.yolov7.loss import (YOLOv7Loss, build_yolov7_loss, detection_head, objectness_balance,
-                                             scale_hyp_for_model)
+from yolo_prune.adapters.yolov7.loss import (
+                                             YOLOv7Loss,
+                                             build_yolov7_loss,
+                                             detection_head,
+                                             objectness_balance,
+                                             scale_hyp_for_model,
+)
 from yolo_prune.adapters.yolov7.ota import ota_assign
 
 __all__ = [

@@ -36,9 +36,11 @@ class YOLOv7Adapter(DetectorAdapter):
 
     # -- identification / construction -------------------------------------------------
     def matches(self, model: nn.Module) -> bool:
+        """A ``models.yolo.Model`` (also inside a DDP / DataParallel wrapper)."""
         return isinstance(_unwrap(model), yolo.Model)
 
     def load(self, path: str | Path, *, trust: bool = False, cfg: str | Path | None = None) -> LoadedModel:
+        """An official-format checkpoint under the allow-list (``checkpoint.load_checkpoint``)."""
         return checkpoint_io.load_checkpoint(path, trust=trust, cfg=cfg)
 
     def owns_cfg(self, cfg: str | Path) -> bool:
@@ -78,6 +80,7 @@ class YOLOv7Adapter(DetectorAdapter):
 
     # -- pruning ----------------------------------------------------------------------
     def ignored_layers(self, model: nn.Module) -> list[nn.Module]:
+        """The head's output convs (``m``; ``m2`` too for ``IAuxDetect``)."""
         head = _head(model)
         layers = list(head.m)
         if isinstance(head, yolo.IAuxDetect):
@@ -85,6 +88,7 @@ class YOLOv7Adapter(DetectorAdapter):
         return layers
 
     def unwrapped_parameters(self, model: nn.Module) -> list[tuple[nn.Parameter, int]]:
+        """Every ``ImplicitA`` / ``ImplicitM`` parameter, channels on dimension 1."""
         return [(m.implicit, 1) for m in _unwrap(model).modules() if isinstance(m, (ImplicitA, ImplicitM))]
 
     def prepare_for_pruning(self, model: nn.Module) -> nn.Module:

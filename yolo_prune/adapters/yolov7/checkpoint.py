@@ -219,6 +219,7 @@ def _short(items: list[str], limit: int = 5) -> str:
 
 
 def model_names(model: nn.Module) -> list[str]:
+    """Class names of a model (a list, a dict by index, or ``0 .. nc - 1``)."""
     names = getattr(model, "names", None)
     if isinstance(names, dict):
         return [str(names[k]) for k in sorted(names)]
@@ -228,6 +229,7 @@ def model_names(model: nn.Module) -> list[str]:
 
 
 def model_stride(model: nn.Module) -> list[int]:
+    """The model's ``stride`` attribute as a list of ints."""
     stride = getattr(model, "stride", None)
     return [int(s) for s in stride.tolist()] if isinstance(stride, torch.Tensor) else list(stride or [])
 
@@ -243,8 +245,12 @@ def save_checkpoint(model: nn.Module | LoadedModel, path: str | Path, *, names: 
         model: A ``models.yolo.Model`` or a ``LoadedModel`` holding one.
         path: Destination ``.pt``.
         names: Class names (default: the model's / LoadedModel's).
-        epoch, best_fitness, updates, optimizer, training_results: As in official files.
+        epoch: The last finished epoch (-1: a finished model), as in official files.
+        best_fitness: Best validation fitness so far.
         ema: An EMA copy of the model (saved like ``model``).
+        updates: EMA update count.
+        optimizer: The optimizer's state dict (None: not resumable).
+        training_results: The results table text.
         half: Store ``model`` / ``ema`` in float16 like official releases (False for exact resume).
         extra: Further plain-valued entries (JSON-like, tensors allowed) added to the dict.
     """

@@ -72,9 +72,10 @@ class OutputDistillLoss:
 
     def __call__(self, student_outputs: Any, teacher_outputs: Any,
                  imgs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weighted term (times the batch size) and its detached item."""
         student_maps, teacher_maps = _maps(student_outputs), _maps(teacher_outputs)
         count = min(len(student_maps), len(teacher_maps), self.num_levels or len(student_maps))
-        terms = [self.level_term(s, t) for s, t in zip(student_maps[:count], teacher_maps[:count])]
+        terms = [self.level_term(s, t) for s, t in zip(student_maps[:count], teacher_maps[:count], strict=True)]
         term = self.weight * torch.stack(terms).mean()
         return term * student_maps[0].shape[0], term.detach().reshape(1)
 
