@@ -147,14 +147,11 @@ def measure_latency(model: nn.Module, img_size: int = DEFAULTS.img_size, *, batc
     net = _prepared_copy(model, fuse, half, device, channels_last)
     pipeline = _Pipeline(net, img_size, device, half, decode or first_output, nms_kwargs, channels_last)
     samples, n_threads = _time_runs(pipeline, _frames(batch, img_size, source_shape), warmup, runs, threads)
-    result: dict[str, Any] = _summary(samples, batch, nms)
-    result.update(batch=batch, img_size=img_size, device=_device_name(device), half=half, threads=n_threads,
-                  warmup=warmup, runs=runs, fused=fuse is not None, channels_last=channels_last,
-                  includes={"latency": "model forward", "preprocess": "letterbox + to tensor + to device + /255",
-                            "nms": "decode + NMS" if nms else "not measured",
-                            "end_to_end": "preprocess + inference + nms"},
-                  nms_settings=nms_kwargs)
-    return result
+    includes = {"latency": "model forward", "preprocess": "letterbox + to tensor + to device + /255",
+                "nms": "decode + NMS" if nms else "not measured", "end_to_end": "preprocess + inference + nms"}
+    return {**_summary(samples, batch, nms), "batch": batch, "img_size": img_size, "device": _device_name(device),
+            "half": half, "threads": n_threads, "warmup": warmup, "runs": runs, "fused": fuse is not None,
+            "channels_last": channels_last, "includes": includes, "nms_settings": nms_kwargs}
 
 
 def _prepared_copy(model: nn.Module, fuse: Callable[[nn.Module], nn.Module] | None, half: bool,

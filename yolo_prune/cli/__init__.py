@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from types import ModuleType
-from typing import Sequence
+from typing import Any, Sequence
 
 # command -> module (imported only when chosen: keeps start-up short)
 COMMANDS: dict[str, str] = {
@@ -32,7 +32,20 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, Runtime
 
 
 class _CliHandler(logging.StreamHandler):
-    """The one handler the command line adds (so configuring twice replaces it, never doubles it)."""
+    """The one handler the command line adds (configuring twice replaces it, never doubles it).
+
+    It writes to whatever ``sys.stderr`` is when a message comes (as ``logging.lastResort`` does),
+    so a caller that swaps stderr, such as a test capturing it, gets the messages.
+    """
+
+    @property
+    def stream(self) -> Any:
+        """The current ``sys.stderr``."""
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        """Ignored: the stream is always the current ``sys.stderr``."""
 
 
 def configure_logging(*, quiet: bool = False) -> None:
@@ -41,7 +54,7 @@ def configure_logging(*, quiet: bool = False) -> None:
         logger = logging.getLogger(name)
         for handler in [h for h in logger.handlers if isinstance(h, _CliHandler)]:
             logger.removeHandler(handler)
-        handler = _CliHandler(sys.stderr)
+        handler = _CliHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.WARNING if quiet else logging.INFO)

@@ -269,11 +269,8 @@ def allocate_and_verify(scan: SensitivityResult, target: Target, model: nn.Modul
     """
     measure = measure_fn or _default_measure(target.metric)
     base = baseline_value(scan, target.metric)
-    under: tuple[float, float] = (0.0, base)  # (requested saving, measured value) that pruned too little
-    over: tuple[float, float] | None = None  # ... and one that pruned too much
-    request: float | None = base - target.value
-    best: Allocation | None = None
-    history: list[dict[str, float]] = []
+    under, over = (0.0, base), None  # (requested saving, measured value) that pruned too little / too much
+    request, best, history = base - target.value, None, []
     tables = _unit_tables(scan, target.metric, step, max_ratio, smoothness)
     ceiling = sum(float(t.savings[t.hull[-1]]) for t in tables)  # the most any request can ask for
     for _ in range(max_iters):
