@@ -16,8 +16,10 @@ os.environ.setdefault("YOLO_VERBOSE", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
-from yolo_prune.adapters import ADAPTERS, get_adapter, load_model  # noqa: E402
+from yolo_prune.adapters import ADAPTERS, adapter_for, get_adapter, load_model  # noqa: E402
+from yolo_prune.engine import TrainerCallbacks  # noqa: E402
 from yolo_prune.engine.finetune import default_hyp_path  # noqa: E402
 from yolo_prune.engine.hyp import load_hyp  # noqa: E402
 from yolo_prune.pruning import prune_model  # noqa: E402
@@ -115,3 +117,31 @@ def test_every_trainable_parameter_gets_a_gradient(family, pruned):
     loss.backward()
     missing = [name for name, p in trainable if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing, f"no (finite) gradient for {missing[:5]}"
+
+
+class _StopAfterFirstEpoch(TrainerCallbacks):
+    def on_epoch_end(self, trainer, epoch, row):
+        raise KeyboardInterrupt  # like Ctrl-C once last.pt of epoch 0 is written
+
+
+@pytest.mark.slow
+def test_an_engine_run_resumes_through_its_own_family(family, tmp_path):
+    """The generic engine trains the family, and ``--resume`` reads last.pt under that family's allow-list."""
+    from yolo_prune.api import finetune
+    from yolo_prune.data.synthetic import make_synthetic_dataset
+    from yolo_prune.engine import finetune as engine_finetune
+
+    adapter, _ = family
+    data = make_synthetic_dataset(tmp_path / "data", n_train=4, n_val=2, img_size=IMG, seed=0)
+    names = yaml.safe_load(data.read_text())["names"]
+    loaded = adapter.example_model(nc=len(names))
+    run = tmp_path / "run"
+    settings = dict(epochs=2, img_size=IMG, batch_size=2, nominal_batch=2, workers=0, device="cpu", val=False)
+    with pytest.raises(KeyboardInterrupt):
+        engine_finetune(loaded, adapter, data=data, out_dir=run, callbacks=_StopAfterFirstEpoch(), **settings)
+    last = run / "weights" / "last.pt"
+    assert adapter_for(last).name == adapter.name
+    resumed, ckpt = adapter.load_training_checkpoint(last)
+    assert ckpt["epoch"] == 0 and resumed.family == adapter.name
+    result = finetune(resume=run)
+    assert result.epochs == 2 and adapter.load_training_checkpoint(last)[1]["epoch"] == 1

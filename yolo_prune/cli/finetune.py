@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
             help="validate on at most this many images")
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, help=f"run folder (default: {DEFAULT_OUT_DIR})")
-    out.add_argument("--exist-ok", action="store_true", help="write into an existing run folder")
+    switch(out, "--exist-ok", dest="exist_ok", help="write into an existing run folder")
     out.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_OR_LAST_PT",
                      help="continue an interrupted run: its folder or weights/last.pt (default: --out)")
     return parser
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         callbacks = SparseTrainingCallback(args.sparse, reg=args.sparse_reg or DEFAULT_REG)
     result = finetune(args.weights, cfg=args.cfg, data=args.data, out_dir=args.out or DEFAULT_OUT_DIR, hyp=args.hyp,
-                      teacher=args.teacher, resume=args.resume, exist_ok=args.exist_ok, family=args.family,
+                      teacher=args.teacher, resume=args.resume, exist_ok=bool(args.exist_ok), family=args.family,
                       trust=args.trust, callbacks=callbacks, **settings)
     summary = result.summary()
     if result.is_main:

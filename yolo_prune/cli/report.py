@@ -20,13 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              "the first model is the reference of the 'MACs x' column")
     parser.add_argument("--out", type=Path, help=f"output folder (default: {DEFAULT_OUT})")
     parser.add_argument("--title", help=f"page title (default: {title})")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing report in --out")
+    parser.add_argument("--force", action="store_true", default=None, help="overwrite an existing report in --out")
     return parser
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Builds the page described by ``args``; prints where it is."""
     title = {"title": args.title} if args.title is not None else {}
-    paths = write_report(args.inputs, args.out or DEFAULT_OUT, force=args.force, **title)
+    paths = write_report(args.inputs, args.out or DEFAULT_OUT, force=bool(args.force), **title)
     print(f"report: {paths['markdown']} and {paths['html']} ({paths['models']} models)")
     return paths
