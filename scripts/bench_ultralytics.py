@@ -87,7 +87,7 @@ def _measure(model: torch.nn.Module, adapter, args: argparse.Namespace) -> list[
 
 
 def _accuracy_row(cfg: str, args: argparse.Namespace, out: Path) -> list:
-    from yolo_prune.adapters.ultralytics_train import finetune
+    from yolo_prune.adapters.ultralytics.trainer import finetune
     from yolo_prune.data import CocoDetectionDataset, load_data_config
     from yolo_prune.data.synthetic import make_synthetic_dataset
     from yolo_prune.evaluation import evaluate

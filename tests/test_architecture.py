@@ -18,7 +18,7 @@ PACKAGES = ("yolo_prune", "models")
 # Top to bottom: a module may import its own package and anything on a lower line, never a higher one.
 LAYERS: list[tuple[str, ...]] = [
     ("yolo_prune.cli",),                                   # flags -> settings -> one call
-    ("yolo_prune.pipeline",),                              # the main job
+    ("yolo_prune.pipeline", "yolo_prune.recovery"),        # the main job; the recovery experiments
     ("yolo_prune",),                                       # the package itself: its lazy attributes are the API
     ("yolo_prune.api",),                                   # the public facade
     ("yolo_prune.jobs",),                                  # whole jobs: load, drive the generic packages, write

@@ -15,20 +15,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Adds the main job's flags; each defaults to ``PipelineSettings``."""
     s = PipelineSettings
     setting(parser, "--weights", settings=s, dest="weights", type=Path,
-            help="your checkpoint (default: train a baseline from --cfg)")
-    setting(parser, "--cfg", settings=s, dest="cfg", help="model cfg of the baseline")
+            help="your checkpoint (default: the shipped demo baseline)")
+    switch(parser, "--train-baseline", dest="train_baseline",
+           help="train the baseline from --cfg for --baseline-epochs instead of the shipped one")
+    setting(parser, "--cfg", settings=s, dest="cfg", help="model cfg of a baseline trained here")
     setting(parser, "--data", settings=s, dest="data", type=Path,
             help="your data yaml (default: generate the synthetic shapes set)")
+    setting(parser, "--profile", settings=s, dest="profile", help="synthetic profile: demo or hard")
     setting(parser, "--out", settings=s, dest="out", type=Path, help="run folder; re-running continues")
     setting(parser, "--img", settings=s, dest="img_size", type=int, help="train/eval size")
     setting(parser, "--baseline-epochs", settings=s, dest="baseline_epochs", type=int, help="baseline training epochs")
     setting(parser, "--finetune-epochs", settings=s, dest="finetune_epochs", type=int,
-            help="fine-tuning epochs of the pruned model")
+            help="fine-tune budget of both arms (the pruned model and the control)")
     setting(parser, "--batch", settings=s, dest="batch_size", type=int, help="batch size")
     setting(parser, "--ratio", settings=s, dest="ratio", type=float, help="channel pruning ratio")
     setting(parser, "--importance", settings=s, dest="importance", help="channel criterion")
     setting(parser, "--round-to", settings=s, dest="round_to", type=int, help="keep channel counts multiples of this")
-    switch(parser, "--distill", dest="distill", help="distil from the unpruned model while fine-tuning")
+    switch(parser, "--distill", dest="distill", help="distil from the baseline (pruned arm only)")
+    switch(parser, "--no-control", dest="control", off=True, help="skip the control arm (no retention figure)")
+    setting(parser, "--hyp-finetune", settings=s, dest="hyp_finetune",
+            help="fine-tuning hyp of both arms (default: configs/hyp/hyp.finetune.yaml)")
     setting(parser, "--synthetic-train", settings=s, dest="synthetic_train", type=int, help="synthetic train images")
     setting(parser, "--synthetic-val", settings=s, dest="synthetic_val", type=int, help="synthetic val images")
     setting(parser, "--device", settings=s, dest="device", help="'' (GPU if any), cpu, 0, cuda:1")
