@@ -93,7 +93,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"yolo-prune {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,6 +24,8 @@ def setting(group: ArgGroup, *flags: str, settings: type[JobSettings], dest: str
     default = settings.default(dest)
     shown = "" if default is None or default is False or default == "" else f" (default: {_shown(default)})"
     kwargs.setdefault("default", None)
+    if "choices" not in kwargs:  # show the flag's name, not the field's: --ratio RATIO
+        kwargs.setdefault("metavar", flags[0].lstrip("-").upper().replace("-", "_"))
     group.add_argument(*flags, dest=dest, help=help.replace("%", "%%") + shown, **kwargs)
 
 

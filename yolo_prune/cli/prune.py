@@ -48,6 +48,8 @@ def _add_pruning_args(how: argparse._ArgumentGroup) -> None:
             help="data yaml: iterative pruning fine-tunes on it between --steps")
     setting(how, "--epochs-per-step", settings=s, dest="epochs_per_step", type=int,
             help="fine-tune epochs after each step (with --data)")
+    setting(how, "--workers", settings=s, dest="workers", type=int,
+            help="data-loading processes of those fine-tunes and of the scoring (with --data)")
     setting(how, "--mode", settings=s, dest="mode", choices=PRUNE_MODES,
             help="channel: remove whole channels; unstructured: zero single weights "
                  "(a contrast: dense hardware does not get faster)")
