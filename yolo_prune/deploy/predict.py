@@ -99,6 +99,42 @@ class Detector:
     classes: list[int] | None = None
     max_det: int = 300
 
+    @classmethod
+    def from_model(cls, loaded: Any, *, img_size: int = 640, device: str | torch.device = "cpu", half: bool = False,
+                   threads: int | None = None, **settings: Any) -> "Detector":
+        """A detector running a loaded model's fused copy in PyTorch (``settings``: thresholds)."""
+        from yolo_prune.deploy.export import export_module
+        from yolo_prune.deploy.runtimes import TorchRunner
+
+        stride = int(max(loaded.stride or [32]))
+        if img_size % stride:
+            raise ValueError(f"--img-size {img_size} must be a multiple of the model's stride {stride}; "
+                             f"try {max(stride, round(img_size / stride) * stride)}")
+        runner = TorchRunner(export_module(loaded), device=device, half=half, threads=threads)
+        return cls(runner, list(loaded.names), img_size=img_size, **settings)
+
+    @classmethod
+    def from_export(cls, path: str | Path, *, img_size: int | None = None, threads: int | None = None,
+                    **settings: Any) -> "Detector":
+        """A detector running an exported file (``.onnx``, ``.xml``, ``.engine``) on its runtime."""
+        from yolo_prune.deploy.export import read_metadata
+        from yolo_prune.deploy.runtimes import make_runner
+
+        path = Path(path)
+        runtime = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt"}.get(path.suffix)
+        if runtime is None:
+            raise ValueError(f"{path} is not an exported model; pass a .pt checkpoint or an .onnx / .xml / .engine")
+        meta = read_metadata(path if runtime != "tensorrt" else path.with_suffix(".onnx"))
+        if not meta:
+            raise ValueError(f"{path} carries no yolo_prune metadata (class names, input size); export it with "
+                             "yolo-prune export")
+        if img_size is not None and img_size != meta["img_size"]:
+            raise ValueError(f"{path} was exported for {meta['img_size']} px inputs, not --img-size {img_size}; "
+                             f"drop --img-size or re-export at {img_size}")
+        runner = make_runner(runtime, path, threads=threads)
+        return cls(runner, list(meta["names"]), img_size=int(meta["img_size"]), layout=meta["output"]["name"],
+                   **settings)
+
     def __call__(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
         x, ratio_pads = preprocess(frames, self.img_size)
         out = self.infer(x)
