@@ -31,7 +31,8 @@ RUNTIME_FILE_SUFFIXES = {"onnxruntime": (".onnx",), "openvino": (".xml", ".onnx"
 
 def compare_latency(original: Model, pruned: Model, *, runtime: str = "onnxruntime", img_size: int = 640,
                     batch: int = 1, threads: int | None = None, warmup: int = 3, rounds: int = 20,
-                    device: str | torch.device = "cpu", workdir: str | Path | None = None) -> dict[str, Any]:
+                    device: str | torch.device = "cpu", workdir: str | Path | None = None,
+                    runtime_settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Times ``original`` and ``pruned`` interleaved on ``runtime``; returns figures and conditions.
 
     Args:
@@ -47,6 +48,8 @@ def compare_latency(original: Model, pruned: Model, *, runtime: str = "onnxrunti
         device: Torch device, for the ``torch`` runtime.
         workdir: Where exports are written; one already there under the same name
             (``original-b1.onnx``) is reused, so pass a fresh folder per pair of models.
+        runtime_settings: Overrides of the runner's defaults (``OnnxRuntimeRunner``:
+            ``optimization``, ``spinning``; ``TorchRunner``: ``channels_last``), for studies.
 
     Returns:
         ``runtime, runtime_version, device, threads, batch, img_size, warmup, rounds, order,
@@ -64,7 +67,7 @@ def compare_latency(original: Model, pruned: Model, *, runtime: str = "onnxrunti
     threads = threads or default_threads()
     with _workdir(workdir) as folder:
         prepared = [_prepare(m, label, runtime, img_size=img_size, batch=batch, threads=threads, device=device,
-                             folder=folder) for m, label in ((original, "original"), (pruned, "pruned"))]
+                             folder=folder, settings=runtime_settings or {}) for m, label in ((original, "original"), (pruned, "pruned"))]
         seconds = time_interleaved([p["run"] for p in prepared], warmup=warmup, rounds=rounds,
                                    timer=prepared[0]["timer"])
     ratios = seconds[:, 0] / seconds[:, 1]
@@ -156,7 +159,7 @@ def _workdir(workdir: str | Path | None) -> Iterator[Path]:
 
 
 def _prepare(model: Model, label: str, runtime: str, *, img_size: int, batch: int, threads: int,
-             device: str | torch.device, folder: Path) -> dict[str, Any]:
+             device: str | torch.device, folder: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """``run`` (one forward), ``timer``, ``gmacs``, ``device``, ``settings`` and ``source`` of one model."""
     from yolo_prune.deploy.export import export_model, export_module
     from yolo_prune.deploy.runtimes import TorchRunner, make_runner
@@ -167,7 +170,7 @@ def _prepare(model: Model, label: str, runtime: str, *, img_size: int, batch: in
     if runtime == "torch":
         if not isinstance(model, LoadedModel):
             raise ValueError(f"the torch runtime times a loaded model, not the file {model}; pass the checkpoint")
-        runner = TorchRunner(export_module(model), threads=threads, device=device)
+        runner = TorchRunner(export_module(model), threads=threads, device=device, **settings)
         return {"run": _torch_forward(runner, x), "gmacs": gmacs, "source": source, "settings": runner.settings,
                 "timer": _cuda_events if runner.device.type == "cuda" else _wall_clock,
                 "device": _device_name(runner.device)}
@@ -177,7 +180,7 @@ def _prepare(model: Model, label: str, runtime: str, *, img_size: int, batch: in
             export_model(model, path, img_size=img_size, batch=batch, verify=False)
     else:
         path = _check_file(Path(model), runtime)
-    runner = make_runner(runtime, path, threads=threads)
+    runner = make_runner(runtime, path, threads=threads, **settings)
     return {"run": lambda: runner(x), "gmacs": gmacs, "source": source, "settings": getattr(runner, "settings", {}),
             "timer": _wall_clock, "device": _device_name(torch.device("cuda" if runtime == "tensorrt" else "cpu"))}
 

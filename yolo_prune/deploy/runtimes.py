@@ -197,7 +197,7 @@ def make_runner(runtime: str, model: nn.Module | str | Path, *, threads: int | N
     if runtime == "onnxruntime":
         return OnnxRuntimeRunner(path, threads=threads, **settings)
     if runtime == "openvino":
-        return OpenVINORunner(path, threads=threads)
+        return OpenVINORunner(path, threads=threads, **settings)
     from yolo_prune.deploy.tensorrt import TensorRTRunner
 
     return TensorRTRunner(path)
