@@ -70,8 +70,7 @@ def compare_latency(original: Model, pruned: Model, *, runtime: str = "onnxrunti
                              folder=folder, settings=runtime_settings or {}) for m, label in ((original, "original"), (pruned, "pruned"))]
         seconds = time_interleaved([p["run"] for p in prepared], warmup=warmup, rounds=rounds,
                                    timer=prepared[0]["timer"])
-    ratios = seconds[:, 0] / seconds[:, 1]
-    p10, median, p90 = (float(v) for v in np.percentile(ratios, [10, 50, 90]))
+    speedup = speedup_summary(seconds[:, 0], seconds[:, 1])
     gmacs = [p["gmacs"] for p in prepared]
     macs_reduction = gmacs[0] / gmacs[1] if None not in gmacs and gmacs[1] else None
     result: dict[str, Any] = {
@@ -80,13 +79,22 @@ def compare_latency(original: Model, pruned: Model, *, runtime: str = "onnxrunti
         "order": "interleaved, alternating A B / B A per round, one process",
         "timed": "model forward on a prepared input, per image (no letterbox, no NMS)",
         "runtime_settings": prepared[0]["settings"],
-        "speedup_median": median, "speedup_p10": p10, "speedup_p90": p90, "significant": not p10 <= 1.0 <= p90,
-        "macs_reduction": macs_reduction,
-        "speedup_per_macs_reduction": median / macs_reduction if macs_reduction else None,
+        **speedup, "macs_reduction": macs_reduction,
+        "speedup_per_macs_reduction": speedup["speedup_median"] / macs_reduction if macs_reduction else None,
     }
     for (label, column), p in zip((("original", 0), ("pruned", 1)), prepared):
         result[label] = {**latency_summary(seconds[:, column], batch), "gmacs": p["gmacs"], "source": p["source"]}
     return result
+
+
+def speedup_summary(seconds_a: Sequence[float], seconds_b: Sequence[float]) -> dict[str, float | bool]:
+    """Paired speed-up of B over A: per-round ``t_A / t_B``, its median and 10th / 90th percentiles.
+
+    ``significant`` is False when the 10-90 % spread contains 1.0 (no speed-up one could rely on).
+    """
+    ratios = np.asarray(seconds_a, dtype=np.float64) / np.asarray(seconds_b, dtype=np.float64)
+    p10, median, p90 = (float(v) for v in np.percentile(ratios, [10, 50, 90]))
+    return {"speedup_median": median, "speedup_p10": p10, "speedup_p90": p90, "significant": not p10 <= 1.0 <= p90}
 
 
 def latency_summary(seconds: Sequence[float], batch: int = 1) -> dict[str, float]:

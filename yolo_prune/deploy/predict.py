@@ -98,6 +98,7 @@ class Detector:
     iou_thres: float = 0.45
     classes: list[int] | None = None
     max_det: int = 300
+    graph_batch: int | None = None  # an exported graph's fixed batch; None: any
 
     @classmethod
     def from_model(cls, loaded: Any, *, img_size: int = 640, device: str | torch.device = "cpu", half: bool = False,
@@ -132,10 +133,16 @@ class Detector:
             raise ValueError(f"{path} was exported for {meta['img_size']} px inputs, not --img-size {img_size}; "
                              f"drop --img-size or re-export at {img_size}")
         runner = make_runner(runtime, path, threads=threads)
+        graph = meta.get("settings", {})
         return cls(runner, list(meta["names"]), img_size=int(meta["img_size"]), layout=meta["output"]["name"],
-                   **settings)
+                   graph_batch=None if graph.get("dynamic_batch") else int(graph.get("batch", 1)), **settings)
 
     def __call__(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        n, fixed = len(frames), self.graph_batch
+        if fixed is not None and n != fixed:  # a fixed-batch graph: run it chunk by chunk, the last one padded
+            if n > fixed:
+                return [d for i in range(0, n, fixed) for d in self(frames[i:i + fixed])]
+            return self(list(frames) + [frames[-1]] * (fixed - n))[:n]
         x, ratio_pads = preprocess(frames, self.img_size)
         out = self.infer(x)
         if self.layout == "detections":
