@@ -81,7 +81,8 @@ def _row(cfg: str, name: str, runs: list[dict]) -> list:
     spread = "; ".join(f"{r['speedup_median']:.2f} [{r['speedup_p10']:.2f}-{r['speedup_p90']:.2f}]" for r in runs)
     diff = 100 * (max(speedups) - min(speedups)) / (sum(speedups) / len(speedups))
     verdict = "ok" if all(r["significant"] for r in runs) else "not significant"
-    return [cfg, name, f"{runs[-1]['original']['latency_ms_median']:.1f}", f"{runs[-1]['pruned']['latency_ms_median']:.1f}",
+    last = runs[-1]
+    return [cfg, name, f"{last['original']['latency_ms_median']:.1f}", f"{last['pruned']['latency_ms_median']:.1f}",
             spread, f"{runs[0]['macs_reduction']:.2f}", f"{share:.2f}", TARGETS.get(cfg, "-") if name == "onnxruntime"
             else "-", f"{diff:.1f}", verdict]
 

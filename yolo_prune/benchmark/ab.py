@@ -67,7 +67,8 @@ def compare_latency(original: Model, pruned: Model, *, runtime: str = "onnxrunti
     threads = threads or default_threads()
     with _workdir(workdir) as folder:
         prepared = [_prepare(m, label, runtime, img_size=img_size, batch=batch, threads=threads, device=device,
-                             folder=folder, settings=runtime_settings or {}) for m, label in ((original, "original"), (pruned, "pruned"))]
+                             folder=folder, settings=runtime_settings or {})
+                    for m, label in ((original, "original"), (pruned, "pruned"))]
         seconds = time_interleaved([p["run"] for p in prepared], warmup=warmup, rounds=rounds,
                                    timer=prepared[0]["timer"])
     speedup = speedup_summary(seconds[:, 0], seconds[:, 1])

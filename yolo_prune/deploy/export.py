@@ -232,7 +232,8 @@ def export_model(loaded: LoadedModel, path: str | Path, *, format: str = "onnx",
         require_runtime("tensorrt")  # fail before minutes of tracing
     module = export_module(loaded, nms=nms, conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det)
     settings = {"format": format, "img_size": img_size, "batch": batch, "dynamic_batch": dynamic_batch,
-                "opset": opset, "simplify": simplify, "half": half, "nms": nms, "exporter": "torch.onnx legacy (dynamo=False)"}
+                "opset": opset, "simplify": simplify, "half": half, "nms": nms,
+                "exporter": "torch.onnx legacy (dynamo=False)"}
     if nms:
         settings.update(conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det)
     metadata = {"family": loaded.family, "names": list(loaded.names), "stride": int(max(loaded.stride or [32])),

@@ -87,7 +87,8 @@ class TensorRTRunner:
         if any(d < 0 for d in shape):
             raise RuntimeError("this engine's output size depends on the data (NMS inside); run it without --nms "
                                "for TensorRT, or use ONNX Runtime / OpenVINO for end-to-end graphs")
-        out_dtype = torch.float16 if self.engine.get_tensor_dtype(self.output_name) == trt.DataType.HALF else torch.float32
+        half_out = self.engine.get_tensor_dtype(self.output_name) == trt.DataType.HALF
+        out_dtype = torch.float16 if half_out else torch.float32
         out = torch.empty(shape, dtype=out_dtype, device="cuda")
         self.context.set_tensor_address(self.input_name, x.data_ptr())
         self.context.set_tensor_address(self.output_name, out.data_ptr())
