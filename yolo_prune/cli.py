@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                     "per-group pruning sensitivity scan and ratio allocation"),
     "report": ("yolo_prune.report", "add_report_args", "run_report", "one page comparing run JSONs"),
     "predict": ("yolo_prune.deploy.cli", "add_predict_args", "run_predict", "detect on images, globs, videos"),
-    "export": ("yolo_prune.deploy.cli", "add_export_args", "run_export", "export to ONNX / OpenVINO / TensorRT, checked"),
+    "export": ("yolo_prune.deploy.cli", "add_export_args", "run_export", "export to ONNX / OpenVINO / TensorRT"),
     "benchmark": ("yolo_prune.deploy.cli", "add_benchmark_args", "run_benchmark",
                   "original vs pruned latency, interleaved, on torch / onnxruntime / openvino"),
 }
