@@ -46,7 +46,8 @@ def compare_latency(original: Model, pruned: Model, *, runtime: str = "onnxrunti
         warmup: Untimed forwards of each model first.
         rounds: Timed forwards of each model (one paired ratio per round).
         device: Torch device, for the ``torch`` runtime.
-        workdir: Where exports are written; one already there under the same name
+        workdir: Where exports are written (OpenVINO compiles the ONNX export directly: the same
+            graph its IR would hold); one already there under the same name
             (``original-b1.onnx``) is reused, so pass a fresh folder per pair of models.
         runtime_settings: Overrides of the runner's defaults (``OnnxRuntimeRunner``:
             ``optimization``, ``spinning``; ``TorchRunner``: ``channels_last``), for studies.
@@ -185,7 +186,7 @@ def _prepare(model: Model, label: str, runtime: str, *, img_size: int, batch: in
                 "device": _device_name(runner.device)}
     if isinstance(model, LoadedModel):
         path = folder / f"{label}-b{batch}.onnx"
-        if not path.is_file():
+        if not path.is_file():  # unverified: timing needs the graph, not a second proof (yolo-prune export checks)
             export_model(model, path, img_size=img_size, batch=batch, verify=False)
     else:
         path = _check_file(Path(model), runtime)
