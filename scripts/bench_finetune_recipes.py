@@ -113,7 +113,8 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("fine-tune epoch")
     ax.set_ylabel("validation mAP50-95 (EMA model)")
-    ax.set_title(f"Recovery of the pruned model (ratio {report['prune']['pruning_ratio']}); dotted: controls")
+    controls = "; dotted: controls" if any("control" in r for r in report["candidates"]) else ""
+    ax.set_title(f"Recovery of the pruned model (ratio {report['prune']['pruning_ratio']}){controls}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

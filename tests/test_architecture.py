@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("yolo_prune.pipeline", "yolo_prune.recovery"),        # the main job; the recovery experiments
     ("yolo_prune",),                                       # the package itself: its lazy attributes are the API
     ("yolo_prune.api",),                                   # the public facade
-    ("yolo_prune.jobs",),                                  # whole jobs: load, drive the generic packages, write
+    ("yolo_prune.jobs", "yolo_prune.deploy"),              # whole jobs; export / predict / runtime A/B
     ("yolo_prune.adapters",),                              # one package per detector family + the contract
     ("yolo_prune.pruning",),                               # generic: take an adapter, never name a family
     ("yolo_prune.engine",),

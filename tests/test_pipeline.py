@@ -34,6 +34,10 @@ def test_main_job_runs_every_stage_and_reports(tmp_path, capsys):
     assert arms["control"]["settings"] == arms["pruned+finetuned"]["settings"]
     assert arms["control"]["hyp"] == arms["pruned+finetuned"]["hyp"]
     assert arms["control"]["weights"] != arms["pruned+finetuned"]["weights"] and arms["control"]["teacher"] is None
+    for runtime in ("torch", "onnxruntime"):  # baseline vs pruned+finetuned, timed interleaved in one process
+        speed = report["speed"][runtime]
+        assert speed["speedup_p10"] <= speed["speedup_median"] <= speed["speedup_p90"] and speed["threads"] >= 1
+        assert speed["baseline_ms"] > 0 and speed["pruned_ms"] > 0
     t = report["targets"]
     for key in ("map50_95", "map50"):
         expected = tuned[key] / control[key] if control[key] > 0 else None

@@ -63,6 +63,8 @@ class PipelineSettings(JobSettings):
     seed: int = 0
     trust: bool = False
     fps_runs: int = 20
+    speed_runtimes: str = "torch,onnxruntime"  # A/B latency of baseline vs pruned+finetuned on each ('' : none)
+    speed_threads: int | None = None  # threads of that A/B timing (None: the cores this process may use)
 
 
 def main_job(s: PipelineSettings) -> dict[str, Any]:
@@ -81,9 +83,12 @@ def main_job(s: PipelineSettings) -> dict[str, Any]:
     report = {"settings": _plain(dataclasses.asdict(s)), "data": str(data), "baseline_origin": baseline_origin,
               "models": list(rows.values()), "arms": _arms(s, stages), "wall_s": round(time.perf_counter() - started, 1)}
     report["targets"] = targets(rows)
+    report["speed"] = _speed(s, stages)
     atomic_write_json(report, s.out / "report.json")
     _write_pages(s, report)
     print("\n" + summary_table(report["models"]))
+    for line in speed_lines(report["speed"]):
+        print(line)
     print("\n" + verdict(report["targets"]) + f" Report: {s.out / 'report' / 'report.md'}")
     return report
 
@@ -265,7 +270,47 @@ def _write_pages(s: PipelineSettings, report: dict[str, Any]) -> None:
         notes.append(f"Both arms: {s.finetune_epochs} epochs, the same hyp and seed "
                      f"({len(same)}/{len(arms['control']['settings'])} fine-tune settings identical).")
     build_report(report["models"], s.out / "report", title="yolo-prune: baseline, pruned, fine-tuned and control",
-                 notes=notes, summary=_retention_rows(t))
+                 notes=notes, summary=_retention_rows(t) + [(line.split(":")[0], line.split(": ", 1)[1])
+                                                            for line in speed_lines(report["speed"])])
+
+
+def _speed(s: PipelineSettings, stages: dict[str, Path]) -> dict[str, Any]:
+    """Baseline vs pruned+finetuned latency, timed interleaved in one process on each runtime (cached)."""
+    from yolo_prune.deploy.ab import compare_latency
+    from yolo_prune.deploy.runtimes import missing_runtime
+
+    cache = s.out / "eval" / "speed.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    out: dict[str, Any] = {}
+    for runtime in [r for r in s.speed_runtimes.split(",") if r]:
+        reason = missing_runtime(runtime)
+        if reason:
+            out[runtime] = {"skipped": reason}
+            continue
+        print(f"timing baseline vs pruned+finetuned on {runtime} (interleaved A/B)")
+        r = compare_latency(api.load(stages["baseline"], trust=s.trust), api.load(stages["pruned+finetuned"], trust=s.trust),
+                            runtime=runtime, img_size=s.img_size, threads=s.speed_threads, rounds=s.fps_runs,
+                            workdir=s.out / "eval" / f"ab-{runtime}")
+        out[runtime] = {k: r[k] for k in ("threads", "speedup_median", "speedup_p10", "speedup_p90", "significant",
+                                          "macs_reduction", "runtime_version")}
+        out[runtime].update(baseline_ms=r["original"]["latency_ms_median"], pruned_ms=r["pruned"]["latency_ms_median"])
+    atomic_write_json(out, cache)
+    return out
+
+
+def speed_lines(speed: dict[str, Any]) -> list[str]:
+    """One line per runtime: the A/B speed-up with its 10-90 % spread, or why it was skipped."""
+    lines = []
+    for runtime, r in speed.items():
+        if "skipped" in r:
+            lines.append(f"speed-up on {runtime}: not measured ({r['skipped']})")
+            continue
+        verdict_text = "" if r["significant"] else ", not significant"
+        lines.append(f"speed-up on {runtime} ({r['threads']} threads, batch 1, A/B interleaved): "
+                     f"{r['speedup_median']:.2f}x [{r['speedup_p10']:.2f}-{r['speedup_p90']:.2f}]{verdict_text}; "
+                     f"{r['baseline_ms']:.1f} -> {r['pruned_ms']:.1f} ms")
+    return lines
 
 
 def _retention_rows(t: dict[str, float | None]) -> list[tuple[str, Any]]:

@@ -8,6 +8,7 @@ fine-tuning engine and the evaluator must not hard-code:
   (torch-pruning calls them ``unwrapped_parameters``),
 * what must be rewritten before the dependency graph is traced and restored after,
 * how raw model output becomes YOLOv7-style predictions for NMS,
+* what is traced when the model is exported for a deployment runtime,
 * how to compute the training loss and, when it can, a distillation term,
 * how to read and save checkpoints the family's own tools can load (including the
   ``last.pt`` of an interrupted fine-tune, for resuming),
@@ -124,6 +125,16 @@ class DetectorAdapter(abc.ABC):
         """Returns an inference-equivalent fused model (Conv+BN folded, re-parameterised)."""
         return model
 
+    # -- deployment -------------------------------------------------------------------
+    def export_module(self, model: nn.Module) -> nn.Module:
+        """A module for tracing into a deployment graph: images -> one ``[B, N, 5 + nc]`` tensor.
+
+        Called on a fused eval-mode copy. The default runs ``model`` and then ``decode``, so every
+        exported graph has the layout NMS takes (``yolo_prune.evaluation.non_max_suppression``),
+        whatever the family. Override when the family's forward must be told it is being traced.
+        """
+        return DecodedDetector(model, self.decode)
+
     # -- training ---------------------------------------------------------------------
     def loss(self, model: nn.Module, hyp: dict) -> LossFn:
         """Returns the family's training loss for ``model`` under hyper-parameters ``hyp``."""
@@ -166,6 +177,18 @@ class DetectorAdapter(abc.ABC):
         ``training_results``, ``ema``, ``updates``, ``optimizer``, ``half`` (False: keep float32
         for an exact resume) and its plain ``train_state``.
         """
+
+
+class DecodedDetector(nn.Module):
+    """``decode(model(images))``: a detector whose output is the ``[B, N, 5 + nc]`` layout."""
+
+    def __init__(self, model: nn.Module, decode: Callable[[Any], torch.Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.decode = decode
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.model(images))
 
 
 def flatten_tensors(obj: Any) -> list[torch.Tensor]:

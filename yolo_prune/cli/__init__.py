@@ -24,6 +24,9 @@ COMMANDS: dict[str, str] = {
     "sensitivity": "yolo_prune.cli.sensitivity",
     "report": "yolo_prune.cli.report",
     "yolo-txt-to-coco": "yolo_prune.cli.convert",
+    "predict": "yolo_prune.cli.predict",
+    "export": "yolo_prune.cli.export",
+    "benchmark": "yolo_prune.cli.benchmark",
 }
 # Loggers of the library (``yolo_prune``) and of the YOLOv7 module tree (``models``).
 LOGGERS = ("yolo_prune", "models")

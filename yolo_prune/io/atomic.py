@@ -16,14 +16,17 @@ import torch
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, *, keep_suffix: bool = False) -> Iterator[Path]:
     """Yields a temporary path beside ``path``; on success it replaces ``path``.
 
     On an exception the temporary file is removed and ``path`` is left untouched.
+    ``keep_suffix`` ends the temporary name with ``path``'s suffix, for writers that choose the
+    format by extension (OpenCV's video and image writers).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    suffix = path.suffix if keep_suffix else ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
