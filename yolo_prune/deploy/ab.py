@@ -24,12 +24,13 @@ import torch
 from yolo_prune.adapters.base import LoadedModel
 from yolo_prune.benchmark.latency import _device_name, torch_threads
 from yolo_prune.benchmark.stats import model_stats
+from yolo_prune.settings import IMG_SIZE
 
 Model = LoadedModel | str | Path
 RUNTIME_FILE_SUFFIXES = {"onnxruntime": (".onnx",), "openvino": (".xml", ".onnx"), "tensorrt": (".engine",)}
 
 
-def compare_latency(original: Model, pruned: Model, *, runtime: str = "onnxruntime", img_size: int = 640,
+def compare_latency(original: Model, pruned: Model, *, runtime: str = "onnxruntime", img_size: int = IMG_SIZE,
                     batch: int = 1, threads: int | None = None, warmup: int = 3, rounds: int = 20,
                     device: str | torch.device = "cpu", workdir: str | Path | None = None,
                     runtime_settings: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from yolo_prune.adapters.base import LoadedModel, get_adapter
 from yolo_prune.deploy.graph import DETECTIONS_COLUMNS, EndToEndDetector
 from yolo_prune.deploy.runtimes import default_threads, make_runner, require_runtime
 from yolo_prune.io.atomic import atomic_path
+from yolo_prune.settings import IMG_SIZE
 
 LOGGER = logging.getLogger(__name__)
 
@@ -202,7 +203,15 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return json.loads(props[METADATA_KEY]) if METADATA_KEY in props else {}
 
 
-def export_model(loaded: LoadedModel, path: str | Path, *, format: str = "onnx", img_size: int = 640,
+def _export_settings(format: str, img_size: int, batch: int, dynamic_batch: bool, opset: int, simplify: bool,
+                     half: bool, nms_settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings an export records (in its result and the file's metadata); NMS ones when it has NMS."""
+    return {"format": format, "img_size": img_size, "batch": batch, "dynamic_batch": dynamic_batch, "opset": opset,
+            "simplify": simplify, "half": half, "nms": bool(nms_settings),
+            "exporter": "torch.onnx legacy (dynamo=False)", **nms_settings}
+
+
+def export_model(loaded: LoadedModel, path: str | Path, *, format: str = "onnx", img_size: int = IMG_SIZE,
                  batch: int = 1, dynamic_batch: bool = False, opset: int = DEFAULT_OPSET, simplify: bool = True,
                  half: bool = False, nms: bool = False, conf_thres: float = 0.25, iou_thres: float = 0.45,
                  max_det: int = 100, verify: bool = True, verify_images: Sequence[str | Path] = (),
@@ -238,10 +247,8 @@ def export_model(loaded: LoadedModel, path: str | Path, *, format: str = "onnx",
     if format == "tensorrt":
         require_runtime("tensorrt")  # fail before minutes of tracing
     module = export_module(loaded, nms=nms, conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det)
-    settings = {"format": format, "img_size": img_size, "batch": batch, "dynamic_batch": dynamic_batch,
-                "opset": opset, "simplify": simplify, "half": half, "nms": nms,
-                "exporter": "torch.onnx legacy (dynamo=False)",
-                **({"conf_thres": conf_thres, "iou_thres": iou_thres, "max_det": max_det} if nms else {})}
+    settings = _export_settings(format, img_size, batch, dynamic_batch, opset, simplify, half,
+                                {"conf_thres": conf_thres, "iou_thres": iou_thres, "max_det": max_det} if nms else {})
     metadata = _metadata(loaded, img_size, nms, settings)
     onnx_path = path if format == "onnx" else path.with_suffix(".onnx")
     write_onnx(module, onnx_path, img_size=img_size, batch=batch, dynamic_batch=dynamic_batch, opset=opset,
@@ -250,11 +257,18 @@ def export_model(loaded: LoadedModel, path: str | Path, *, format: str = "onnx",
     result = ExportResult(path=path, format=format, onnx_path=onnx_path, settings=settings)
     if verify:
         tol = tolerance if tolerance is not None else TOLERANCE["fp16" if half else "fp32"]
-        result.checks = verify_export(module, path, FORMAT_RUNTIME[format], img_size=img_size,
-                                      batches=(batch, batch + 1) if dynamic_batch else (batch,), nms=nms,
-                                      images=verify_images, tolerance=tol, threads=threads)
-        _raise_on_mismatch(result)
+        _verify(result, module, batches=(batch, batch + 1) if dynamic_batch else (batch,), nms=nms,
+                images=verify_images, tolerance=tol, threads=threads)
     return result
+
+
+def _verify(result: ExportResult, module: Any, *, batches: tuple[int, ...], nms: bool,
+            images: Sequence[str | Path], tolerance: float, threads: int | None) -> None:
+    """Compares the exported file with PyTorch (``verify_export``); raises on a mismatch."""
+    result.checks = verify_export(module, result.path, FORMAT_RUNTIME[result.format],
+                                  img_size=result.settings["img_size"], batches=batches, nms=nms, images=images,
+                                  tolerance=tolerance, threads=threads)
+    _raise_on_mismatch(result)
 
 
 def _convert(format: str, onnx_path: Path, path: Path, *, half: bool, metadata: dict[str, Any], batch: int,

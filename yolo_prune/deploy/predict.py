@@ -28,6 +28,7 @@ from yolo_prune.data.transforms import scale_boxes
 from yolo_prune.deploy.images import preprocess, read_image  # noqa: F401  (part of this module's API)
 from yolo_prune.evaluation.nms import non_max_suppression
 from yolo_prune.io.atomic import atomic_path, atomic_write_json, atomic_write_text
+from yolo_prune.settings import IMG_SIZE
 
 LOGGER = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class Detector:
 
     infer: Callable[[np.ndarray], np.ndarray]
     names: list[str]
-    img_size: int = 640
+    img_size: int = IMG_SIZE
     layout: str = "predictions"
     conf_thres: float = 0.25
     iou_thres: float = 0.45
@@ -87,7 +88,7 @@ class Detector:
     graph_batch: int | None = None  # an exported graph's fixed batch; None: any
 
     @classmethod
-    def from_model(cls, loaded: Any, *, img_size: int = 640, device: str | torch.device = "cpu", half: bool = False,
+    def from_model(cls, loaded: Any, *, img_size: int = IMG_SIZE, device: str | torch.device = "cpu", half: bool = False,
                    threads: int | None = None, **settings: Any) -> "Detector":
         """A detector running a loaded model's fused copy in PyTorch (``settings``: thresholds)."""
         from yolo_prune.deploy.export import export_module
