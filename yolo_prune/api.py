@@ -10,10 +10,14 @@ same job can be scripted from Python:
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from yolo_prune.adapters import ADAPTERS, DetectorAdapter, LoadedModel, get_adapter
+from yolo_prune.io.atomic import atomic_write_text
 from yolo_prune.io.inspect import pickle_globals
 from yolo_prune.pruning import PruneResult, prune_model
 
@@ -43,13 +47,46 @@ def adapter_of(loaded: LoadedModel) -> DetectorAdapter:
     return get_adapter(loaded.family)
 
 
+class PrunedCfgWarning(UserWarning):
+    """The pruned widths cannot be written in the family's cfg: its own trainer would rebuild the unpruned model."""
+
+
 def prune(loaded: LoadedModel, **settings: Any) -> PruneResult:
-    """Prunes ``loaded.model`` in place; ``settings`` are those of ``prune_model``."""
-    result = prune_model(loaded.model, adapter_of(loaded), **settings)
+    """Prunes ``loaded.model`` in place; ``settings`` are those of ``prune_model``.
+
+    Warns (``PrunedCfgWarning``) when the pruned widths have no form in the family's own cfg,
+    naming why and how to train the model without losing them.
+    """
+    adapter = adapter_of(loaded)
+    result = prune_model(loaded.model, adapter, **settings)
     loaded.model = result.model
     if not result.dry_run:
         loaded.meta["pruning"] = result.summary()["settings"]
+        note = cfg_note(loaded)
+        if note is not None:
+            warnings.warn(note, PrunedCfgWarning, stacklevel=2)
     return result
+
+
+def cfg_note(loaded: LoadedModel) -> str | None:
+    """None when the family's cfg can describe ``loaded.model``; else why not and how to keep its widths."""
+    adapter = adapter_of(loaded)
+    form = adapter.cfg_form(loaded.model)
+    if form.cfg is not None:
+        return None
+    return (f"the pruned {loaded.family} model cannot be written as a {loaded.family} cfg ({form.reason}), so "
+            f"{adapter.own_trainer_hint(False)}")
+
+
+def save_cfg(loaded: LoadedModel, path: str | Path) -> Path | None:
+    """Writes the family's cfg that rebuilds ``loaded.model`` (pruned widths included) as yaml.
+
+    Returns the path, or None (nothing written) when the family's cfg cannot describe the model.
+    """
+    form = adapter_of(loaded).cfg_form(loaded.model)
+    if form.cfg is None:
+        return None
+    return atomic_write_text(yaml.safe_dump(form.cfg, sort_keys=False), path)
 
 
 def save(loaded: LoadedModel, path: str | Path, *, extra: dict | None = None) -> Path:
@@ -142,7 +179,7 @@ def finetune(model: LoadedModel | str | Path | None = None, *, data: str | Path 
 # Any other engine setting is refused, not silently dropped.
 _OWN_TRAINER_SETTINGS = {"epochs": "epochs", "img_size": "img_size", "batch_size": "batch_size", "device": "device",
                          "workers": "workers", "seed": "seed", "nominal_batch": "nbs", "val_period": None,
-                         "exist_ok": None}
+                         "exist_ok": None, "rename_classes": "rename_classes"}
 
 
 def _trainer_adapter(model: Any, cfg: Any, family: str | None, resume: Any) -> DetectorAdapter | None:

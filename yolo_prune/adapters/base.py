@@ -56,6 +56,14 @@ class LoadedModel:
         return len(self.names)
 
 
+@dataclass(frozen=True)
+class CfgForm:
+    """The family's own model cfg that rebuilds a model exactly, or why there is none (``cfg`` None)."""
+
+    cfg: dict | None
+    reason: str | None = None
+
+
 class DetectorAdapter(abc.ABC):
     """Family-specific knowledge for pruning, training, evaluating and saving."""
 
@@ -117,6 +125,17 @@ class DetectorAdapter(abc.ABC):
         return model
 
     # -- training ---------------------------------------------------------------------
+    def set_classes(self, model: nn.Module, names: list[str]) -> nn.Module:
+        """Makes ``model`` predict ``names`` (in place; returns it).
+
+        With as many names as the model has classes only the names change. Otherwise the head's
+        class outputs are rebuilt for ``len(names)`` classes, freshly initialised, while the
+        pruned widths and the box (and objectness) weights stay, as the family's own trainer does
+        when a dataset's class count differs from a checkpoint's.
+        """
+        raise NotImplementedError(f"the {self.name} family cannot change the classes of its models; fine-tune on "
+                                  f"data with the model's classes")
+
     def loss(self, model: nn.Module, hyp: dict) -> LossFn:
         """Returns the family's training loss for ``model`` under hyper-parameters ``hyp``."""
         raise NotImplementedError(f"adapter {self.name!r} does not provide a training loss")
@@ -130,6 +149,16 @@ class DetectorAdapter(abc.ABC):
     def has_own_trainer(self) -> bool:
         """True when ``finetune`` is overridden (e.g. Ultralytics' trainer drives the run)."""
         return type(self).finetune is not DetectorAdapter.finetune
+
+    # -- the family's own tools -------------------------------------------------------
+    def cfg_form(self, model: nn.Module) -> CfgForm:
+        """The family's cfg that rebuilds ``model`` with its pruned widths, so the family's own
+        trainer (which rebuilds models from cfgs) keeps them; or the reason there is none."""
+        return CfgForm(None, f"the {self.name} family has no cfg form for pruned widths")
+
+    def own_trainer_hint(self, cfg_written: bool) -> str:
+        """One sentence for users of the family's own trainer: how to keep the pruned widths."""
+        return "fine-tune it with yolo-prune finetune, which keeps the pruned widths"
 
     # -- saving -----------------------------------------------------------------------
     @abc.abstractmethod

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import importlib
 import logging
+import math
 import os
 import re
 from datetime import datetime
@@ -38,6 +39,7 @@ from torch import nn
 
 from yolo_prune.adapters.base import ADAPTERS, DetectorAdapter, LoadedModel, LossFn
 from yolo_prune.io.atomic import atomic_torch_save
+from yolo_prune.io.plain import plain_values
 
 LOGGER = logging.getLogger(__name__)
 
@@ -215,6 +217,24 @@ class UltralyticsAdapter(DetectorAdapter):
 
         return loss_fn
 
+    def set_classes(self, model: nn.Module, names: list[str]) -> nn.Module:
+        """A fresh last conv of every class branch (``cv3``; ``one2one_cv3`` of end-to-end heads),
+        biased as Ultralytics' ``Detect.bias_init``; the box branches and pruned widths stay."""
+        nc, head = len(names), model.model[-1]
+        if nc < 1:
+            raise ValueError("a detector needs at least one class; the data names none")
+        if nc != head.nc:
+            for branch in (head.cv3, getattr(head, "one2one_cv3", None) or ()):
+                for i, seq in enumerate(branch):
+                    seq[-1] = _class_conv(seq[-1], nc, float(head.stride[i]))
+            head.nc, head.no = nc, nc + head.reg_max * 4
+            model.nc = nc
+            model.yaml = {**model.yaml, "nc": nc}
+            model.criterion = None  # built for the old class count
+            _blocks().reset_head_caches(head)
+        model.names = dict(enumerate(str(n) for n in names))
+        return model
+
     def finetune(self, loaded: LoadedModel, data: str | Path, **settings: Any) -> LoadedModel:
         """Fine-tunes through Ultralytics' trainer; see ``ultralytics_train.finetune``."""
         _ul()
@@ -251,7 +271,7 @@ class UltralyticsAdapter(DetectorAdapter):
             "yolo_prune": {k: v for k, v in loaded.meta.items() if k not in _FILE_META},
         }
         ckpt.update(extra or {})
-        return atomic_torch_save(ckpt, path)
+        return atomic_torch_save(plain_values(ckpt), path)
 
 
 def _loaded(model: nn.Module, *, source: Path | None, meta: dict) -> LoadedModel:
@@ -260,6 +280,14 @@ def _loaded(model: nn.Module, *, source: Path | None, meta: dict) -> LoadedModel
     return LoadedModel(model=model, family="ultralytics", names=names,
                        stride=[int(s) for s in model.stride.tolist()], cfg=getattr(model, "yaml", None),
                        source=source, meta=meta)
+
+
+def _class_conv(old: nn.Conv2d, nc: int, stride: float) -> nn.Conv2d:
+    """A new ``nc``-output 1x1 conv in place of ``old``, class bias log(5 / nc / (640 / stride)^2)."""
+    new = nn.Conv2d(old.in_channels, nc, 1).to(old.weight)
+    with torch.no_grad():
+        new.bias.fill_(math.log(5 / nc / (640 / stride) ** 2))
+    return new
 
 
 def _trainable(model: nn.Module) -> None:

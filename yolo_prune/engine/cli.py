@@ -25,7 +25,11 @@ def add_finetune_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                                 trusted="--weights / --teacher")
     src.add_argument("--data", type=Path, help="data yaml (train/val image folders and COCO json files, names)")
     src.add_argument("--hyp", type=Path, help="hyper-parameter yaml (default: the project's fine-tuning hyp)")
-    src.add_argument("--teacher", type=Path, help="unpruned checkpoint: adds a knowledge-distillation term")
+    src.add_argument("--teacher", type=Path, help="unpruned checkpoint: adds a knowledge-distillation term "
+                                                  "(boxes and objectness only when its classes differ from the data's)")
+    src.add_argument("--rename-classes", action="store_true",
+                     help="the model has as many classes as the data under other names: train them under the "
+                          "data's names (other class counts always get a new class head)")
     run = parser.add_argument_group("training")
     run.add_argument("--epochs", type=int, help=f"total epochs (default {_DEFAULTS.epochs})")
     run.add_argument("--img", "--img-size", dest="img_size", type=int,
@@ -80,7 +84,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
         callbacks = SparseTrainingCallback(args.sparse, reg=args.sparse_reg)
     result = finetune(args.weights, cfg=args.cfg, data=args.data, out_dir=args.out, hyp=args.hyp,
                       teacher=args.teacher, resume=args.resume, exist_ok=args.exist_ok, family=args.family,
-                      trust=args.trust_checkpoint, callbacks=callbacks, **settings)
+                      trust=args.trust_checkpoint, callbacks=callbacks, rename_classes=args.rename_classes, **settings)
     summary = result.summary()
     if result.is_main:
         print(f"\nfine-tuned {summary['epochs']} epochs; best fitness {summary['best_fitness']}; "

@@ -20,6 +20,7 @@ from torch import nn
 
 from yolo_prune.adapters.base import DetectorAdapter, LoadedModel
 from yolo_prune.engine import checkpointing
+from yolo_prune.engine.classes import fit_classes, same_classes
 from yolo_prune.engine.distributed import (DistInfo, barrier, cleanup_distributed, init_distributed,
                                            rank_device, select_device, unwrap_model)
 from yolo_prune.engine.hooks import TrainerCallbacks
@@ -53,7 +54,8 @@ def finetune(model: LoadedModel | str | Path | None = None, *, data: str | Path 
              cfg: str | Path | None = None, out_dir: str | Path = "runs/finetune/exp",
              hyp: str | Path | dict | None = None, teacher: LoadedModel | str | Path | None = None,
              resume: str | Path | bool | None = None, exist_ok: bool = False, family: str | None = None,
-             trust: bool = False, callbacks: TrainerCallbacks | None = None, **settings: Any) -> FinetuneResult:
+             trust: bool = False, callbacks: TrainerCallbacks | None = None, rename_classes: bool = False,
+             **settings: Any) -> FinetuneResult:
     """Fine-tunes a model (or trains one from ``cfg``) on a COCO-format dataset.
 
     Args:
@@ -68,9 +70,13 @@ def finetune(model: LoadedModel | str | Path | None = None, *, data: str | Path 
         family: Detector family when it cannot be recognised from the file.
         trust: Allow arbitrary pickled code in checkpoint files.
         callbacks: Trainer hooks.
+        rename_classes: When the model has as many classes as the data under other names, train
+            them under the data's names (otherwise an error). Other class counts always rebuild
+            the head's class outputs for the data (box / objectness weights kept).
         **settings: ``TrainSettings`` fields (epochs, img_size, batch_size, device, workers, ...).
 
     A ``LoadedModel`` passed in is trained in place; ``result.model`` is the final EMA model.
+    A ``teacher`` with other classes than the data distils boxes and objectness only.
     """
     if resume:
         return _resume(resume, out_dir, callbacks, trust=trust, overrides=settings)
@@ -79,7 +85,8 @@ def finetune(model: LoadedModel | str | Path | None = None, *, data: str | Path 
     info = init_distributed(device)
     try:
         job = _prepare_job(model, data=data, cfg=cfg, hyp=hyp, teacher=teacher, family=family, trust=trust,
-                           settings=s, out_dir=Path(out_dir), exist_ok=exist_ok, info=info)
+                           settings=s, out_dir=Path(out_dir), exist_ok=exist_ok, info=info,
+                           rename_classes=rename_classes)
         return _run(job, device=rank_device(device, info), info=info, callbacks=callbacks)
     finally:
         cleanup_distributed()
@@ -99,7 +106,8 @@ class _Job:
 
 
 def _prepare_job(model: LoadedModel | str | Path | None, *, data, cfg, hyp, teacher, family, trust,
-                 settings: TrainSettings, out_dir: Path, exist_ok: bool, info: DistInfo) -> _Job:
+                 settings: TrainSettings, out_dir: Path, exist_ok: bool, info: DistInfo,
+                 rename_classes: bool = False) -> _Job:
     from yolo_prune import api
     from yolo_prune.data import load_data_config
     from yolo_prune.engine.losses import load_hyp, validate_hyp
@@ -113,17 +121,22 @@ def _prepare_job(model: LoadedModel | str | Path | None, *, data, cfg, hyp, teac
     hyp_dict = validate_hyp(dict(hyp), source="hyp dict") if isinstance(hyp, dict) else load_hyp(hyp)
     loaded = model if isinstance(model, LoadedModel) else api.load(model, cfg=cfg, family=family, trust=trust,
                                                                    nc=len(names))
-    _check_classes(loaded, names)
+    adapter = api.adapter_of(loaded)
+    note = fit_classes(loaded, adapter, names, rename=rename_classes)
     settings.img_size = _round_to_stride(settings.img_size, loaded)
     teacher_loaded = _load_teacher(teacher, family, trust)
-    if teacher_loaded is not None:
-        _check_classes(teacher_loaded, names, what="the --teacher")
+    if teacher_loaded is not None and not same_classes(teacher_loaded.names, names):
+        note = (note + "; " if note else "") + (
+            f"the --teacher predicts other classes ({teacher_loaded.nc}: {teacher_loaded.names[:3]}...), so it "
+            f"distils boxes and objectness only")
+    if note and info.is_main:
+        print(note)
     record = {"weights": loaded.source if isinstance(model, LoadedModel) else model, "cfg": cfg,
               "data": Path(data).resolve(),
               "hyp": None if isinstance(hyp, dict) else hyp, "teacher": _source(teacher, teacher_loaded),
               "family": loaded.family, "names": list(names), "out_dir": out_dir, "trust": trust}
     record = {k: str(v) if isinstance(v, Path) else v for k, v in record.items()}
-    return _Job(loaded, api.adapter_of(loaded), Path(data), hyp_dict, settings, out_dir, teacher_loaded, record)
+    return _Job(loaded, adapter, Path(data), hyp_dict, settings, out_dir, teacher_loaded, record)
 
 
 def _run(job: _Job, *, device: torch.device, info: DistInfo, callbacks: TrainerCallbacks | None) -> FinetuneResult:
@@ -231,7 +244,9 @@ def _distillation(job: _Job, device: torch.device) -> tuple[nn.Module | None, An
     teacher = job.teacher.model.to(device).float().eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    return teacher, build_distill_loss(job.loaded.model, teacher, job.hyp, weight=job.settings.distill_weight)
+    classes = same_classes(job.teacher.names, job.record["names"])  # else boxes and objectness only
+    return teacher, build_distill_loss(job.loaded.model, teacher, job.hyp, weight=job.settings.distill_weight,
+                                       classes=classes)
 
 
 def _load_teacher(teacher: LoadedModel | str | Path | None, family: str | None, trust: bool) -> LoadedModel | None:
@@ -250,12 +265,6 @@ def _source(teacher: Any, loaded: LoadedModel | None) -> str | None:
     if loaded.source is not None:
         return str(loaded.source)
     return None if isinstance(teacher, LoadedModel) else str(teacher)
-
-
-def _check_classes(loaded: LoadedModel, names: list[str], what: str = "the model") -> None:
-    if loaded.nc != len(names):
-        raise ValueError(f"{what} predicts {loaded.nc} classes but the data has {len(names)} ({names[:5]}...); "
-                         f"use a model made for this data, or build one with --cfg (nc from the data)")
 
 
 def _max_stride(loaded: LoadedModel) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,9 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
         return _run_unstructured(args, loaded, out, before)
     if args.data is not None and not args.dry_run:
         return _run_iterative(args, loaded, out, before, settings)
-    result = api.prune(loaded, img_size=args.img, dry_run=args.dry_run, **settings)
+    with warnings.catch_warnings():  # _finish prints the same note as one line
+        warnings.simplefilter("ignore", api.PrunedCfgWarning)
+        result = api.prune(loaded, img_size=args.img, dry_run=args.dry_run, **settings)
     if args.dry_run:
         print(format_groups(result.groups))
         return result.summary()
@@ -111,13 +114,19 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _finish(args: argparse.Namespace, loaded, out: Path, before: dict[str, Any], summary: dict[str, Any]) -> dict:
-    """Saves the pruned model and its JSON report; prints the before/after table."""
+    """Saves the pruned model, its cfg (where the family's cfg can describe it) and its JSON
+    report; prints the before/after table and how the family's own trainer keeps the widths."""
     api.save(loaded, out)
+    cfg_path = api.save_cfg(loaded, out.with_suffix(".yaml"))
     after = describe_model(loaded, args.img, measure=not args.no_latency, file=out)
-    report = {**summary, "weights": args.weights, "cfg": args.cfg, "out": out, "before": before, "after": after}
+    report = {**summary, "weights": args.weights, "cfg": args.cfg, "out": out, "model_cfg": cfg_path,
+              "before": before, "after": after}
     atomic_write_json(report, out.with_suffix(".json"))
     print(format_comparison({"original": before, "pruned": after}))
-    print(f"\nsaved {out} (report: {out.with_suffix('.json')})")
+    print(f"\nsaved {out} (report: {out.with_suffix('.json')}" + (f", cfg: {cfg_path})" if cfg_path else ")"))
+    adapter = api.adapter_of(loaded)
+    print(f"to train it further: {adapter.own_trainer_hint(True)}" if cfg_path else
+          f"warning: {api.cfg_note(loaded)}")
     return report
 
 
