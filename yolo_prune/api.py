@@ -74,7 +74,7 @@ def cfg_note(loaded: LoadedModel) -> str | None:
     form = adapter.cfg_form(loaded.model)
     if form.cfg is not None:
         return None
-    return (f"the pruned {loaded.family} model cannot be written as a {loaded.family} cfg ({form.reason}), so "
+    return (f"the pruned widths cannot be written in the {loaded.family} cfg ({form.reason}), so "
             f"{adapter.own_trainer_hint(False)}")
 
 

@@ -37,7 +37,7 @@ import torch
 import yaml
 from torch import nn
 
-from yolo_prune.adapters.base import ADAPTERS, DetectorAdapter, LoadedModel, LossFn
+from yolo_prune.adapters.base import ADAPTERS, CfgForm, DetectorAdapter, LoadedModel, LossFn
 from yolo_prune.io.atomic import atomic_torch_save
 from yolo_prune.io.plain import plain_values
 
@@ -241,6 +241,35 @@ class UltralyticsAdapter(DetectorAdapter):
         from yolo_prune.adapters.ultralytics_train import finetune
 
         return finetune(loaded, data, **settings)
+
+    # -- the family's own tools -------------------------------------------------------
+    def cfg_form(self, model: nn.Module) -> CfgForm:
+        """The model's yaml when it still builds exactly this network (an unpruned model), else why not.
+
+        An Ultralytics yaml gives each block one width (scaled by the model's width multiple),
+        from which the block derives its hidden widths, and ``Detect`` derives its own from its
+        inputs: pruned widths (and the split-free blocks pruning rewrites into) have no yaml form.
+        """
+        cfg = getattr(model, "yaml", None)
+        if not isinstance(cfg, dict):
+            return CfgForm(None, "the model carries no yaml")
+        with torch.random.fork_rng():  # building initialises weights: keep the caller's random stream
+            rebuilt = _ul("nn.tasks").DetectionModel(copy.deepcopy(cfg), nc=model.model[-1].nc, verbose=False)
+        want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
+        first = next((k for k in sorted(want.keys() | got.keys()) if want.get(k) != got.get(k)), None)
+        if first is None:
+            return CfgForm(copy.deepcopy(cfg))
+        return CfgForm(None, "Ultralytics yamls give each block one width from which it derives its hidden widths, "
+                             f"and the Detect head derives its own from its inputs (first difference: {first} "
+                             f"{want.get(first, 'absent')} vs {got.get(first, 'absent')} from the yaml)")
+
+    def own_trainer_hint(self, cfg_written: bool) -> str:
+        if cfg_written:
+            return "ultralytics.YOLO(path).train() rebuilds it from its yaml"
+        return ("plain ultralytics.YOLO(path).train() would rebuild the unpruned model from its yaml; train it with "
+                "`from yolo_prune.ultralytics import YOLO` (the same class, whose train keeps the pruned model) or "
+                "yolo-prune finetune")
 
     # -- saving -----------------------------------------------------------------------
     def save(self, loaded: LoadedModel, path: str | Path, *, extra: dict | None = None) -> Path:
