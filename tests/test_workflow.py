@@ -239,3 +239,67 @@ def test_cfg_paths_resolve_inside_the_package():
 
     assert (CFG_ROOT / "training" / "yolov7-tiny.yaml").is_file()
     assert (paths.HYP_DIR / "hyp.finetune.yaml").is_file() and (paths.PRUNE_RECIPES_DIR / "uniform-50.yaml").is_file()
+
+
+# -- conventions: official flag names, --quiet ------------------------------------------------------
+OFFICIAL_ALIASES = {
+    "eval": ["--img-size", "--batch-size", "--conf-thres", "--iou-thres", "--device", "--project", "--name",
+             "--exist-ok"],
+    "prune": ["--img-size", "--device"],
+    "finetune": ["--img-size", "--batch-size", "--device", "--project", "--name", "--exist-ok"],
+    "sensitivity": ["--img-size", "--batch-size", "--device"],
+    "run": ["--img-size", "--batch-size", "--device"],
+    "make-synthetic": ["--img-size"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(OFFICIAL_ALIASES))
+def test_every_command_takes_the_official_flag_names_and_quiet(command):
+    from yolo_prune.cli import build_parser
+
+    sub = build_parser([command])._subparsers._group_actions[0].choices[command]
+    flags = {s for action in sub._actions for s in action.option_strings}
+    assert set(OFFICIAL_ALIASES[command]) | {"--quiet"} <= flags
+
+
+def test_aliases_mean_the_same_as_the_short_flags():
+    from yolo_prune.cli import build_parser
+
+    parser = build_parser(["eval"])
+    official = parser.parse_args(["eval", "--img-size", "96", "--batch-size", "4", "--conf-thres", "0.1",
+                                  "--iou-thres", "0.5"])
+    ours = parser.parse_args(["eval", "--img", "96", "--batch", "4", "--conf", "0.1", "--iou", "0.5"])
+    assert vars(official) == vars(ours)
+
+
+def test_finetune_project_and_name_make_the_run_folder(tmp_path):
+    from pathlib import Path
+
+    from yolo_prune.cli import build_parser
+    from yolo_prune.engine.cli import run_folder
+
+    parser = build_parser(["finetune"])
+    assert run_folder(parser.parse_args(["finetune", "--project", str(tmp_path), "--name", "a"])) == tmp_path / "a"
+    assert run_folder(parser.parse_args(["finetune"])) == Path("runs/finetune/exp")
+    with pytest.raises(ValueError, match="either --out or --project"):
+        run_folder(parser.parse_args(["finetune", "--out", "x", "--name", "a"]))
+
+
+def test_prune_command_writes_the_cfg_beside_the_checkpoint_and_quiet_prints_nothing(tmp_path, capsys):
+    from yolo_prune.cli import main
+    from yolo_prune.io import save_checkpoint
+
+    weights = save_checkpoint(build_yolov7("yolov7-tiny", width=0.25), tmp_path / "tiny.pt")
+    out = tmp_path / "pruned.pt"
+    argv = ["prune", "--weights", str(weights), "--ratio", "0.5", "--round-to", "8", "--img-size", "128",
+            "--no-latency", "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+    cfg = yaml.safe_load(out.with_suffix(".yaml").read_text())
+    from yolo_prune.io import load_checkpoint
+
+    Model(cfg).load_state_dict(load_checkpoint(out).model.state_dict(), strict=True)
+    assert main([*argv, "--force", "--round-to", "1"]) == 0  # widths off the multiple of 8: no cfg, a warning
+    printed = capsys.readouterr().out
+    assert "warning: the pruned widths cannot be written" in printed and "yolo-prune finetune" in printed
+    assert not out.with_suffix(".yaml").exists()  # the first run's cfg would describe another model

@@ -6,11 +6,13 @@ Every sub-command lives in the library module that does the work, as a pair
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 # name -> (module, add-args function, run function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
@@ -45,8 +47,29 @@ def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentPars
     for name in commands or COMMANDS:
         module_name, add_name, _, help_text = COMMANDS[name]
         add_args = getattr(importlib.import_module(module_name), add_name)
-        add_args(sub.add_parser(name, help=help_text, description=help_text))
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(command)
+        command.add_argument("--quiet", action="store_true",
+                             help="print only warnings and errors (no tables, no progress bars)")
     return parser
+
+
+@contextlib.contextmanager
+def quiet_output(quiet: bool) -> Iterator[None]:
+    """While ``quiet``: standard output is dropped and tqdm bars are off; stderr (warnings, errors) stays."""
+    if not quiet:
+        yield
+        return
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # tqdm reads its defaults from TQDM_* variables
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     module_name, _, run_name, _ = COMMANDS[args.command]
     run = getattr(importlib.import_module(module_name), run_name)
     try:
-        run(args)
+        with quiet_output(args.quiet):
+            run(args)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as err:
         # expected user errors: one clear line, no traceback (set YOLO_PRUNE_DEBUG=1 for one)
         if os.environ.get("YOLO_PRUNE_DEBUG"):

@@ -13,7 +13,7 @@ def add_synthetic_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--out", type=Path, default=Path("data/synthetic"), help="output folder")
     parser.add_argument("--n-train", type=int, default=512, help="training images")
     parser.add_argument("--n-val", type=int, default=128, help="validation images")
-    parser.add_argument("--img", type=int, default=320, help="long side of every image (pixels)")
+    parser.add_argument("--img", "--img-size", type=int, default=320, help="long side of every image (pixels)")
     parser.add_argument("--seed", type=int, default=0, help="same seed -> identical dataset")
     parser.add_argument("--format", dest="image_format", choices=("jpg", "png"), default="jpg",
                         help="image encoding (png is lossless)")

@@ -14,6 +14,7 @@ from yolo_prune.engine.optim import SCHEDULES
 from yolo_prune.engine.settings import TrainSettings
 
 _DEFAULTS = TrainSettings()
+DEFAULT_PROJECT, DEFAULT_NAME = Path("runs/finetune"), "exp"
 
 
 def add_finetune_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -55,7 +56,10 @@ def add_finetune_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     val.add_argument("--val-period", type=int, help="validate every N epochs (and after the last)")
     val.add_argument("--val-max-images", type=int, help="validate on at most this many images")
     out = parser.add_argument_group("output")
-    out.add_argument("--out", type=Path, default=Path("runs/finetune/exp"), help="run folder (default %(default)s)")
+    out.add_argument("--out", type=Path, help=f"run folder (default {DEFAULT_PROJECT / DEFAULT_NAME})")
+    out.add_argument("--project", type=Path, help=f"as official train.py: the run folder is PROJECT/NAME "
+                                                  f"(default project {DEFAULT_PROJECT})")
+    out.add_argument("--name", help=f"run name under --project (default {DEFAULT_NAME})")
     out.add_argument("--exist-ok", action="store_true", help="write into an existing run folder")
     out.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_OR_LAST_PT",
                      help="continue an interrupted run: its folder or weights/last.pt (default: --out)")
@@ -68,11 +72,21 @@ SETTING_FLAGS = ("epochs", "img_size", "batch_size", "device", "workers", "lr_sc
                  "val_period", "val_max_images")
 
 
+def run_folder(args: argparse.Namespace) -> Path:
+    """``--out``, else ``--project`` / ``--name`` (official train.py's names), else the default."""
+    if args.out is not None and (args.project is not None or args.name is not None):
+        raise ValueError("pass either --out or --project/--name, not both")
+    if args.out is not None:
+        return args.out
+    return (args.project or DEFAULT_PROJECT) / (args.name or DEFAULT_NAME)
+
+
 def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     """Runs the fine-tuning job described by ``args``; returns a summary dict."""
     from yolo_prune.api import finetune  # routes families with their own trainer (Ultralytics) to it
 
     settings = {name: getattr(args, name) for name in SETTING_FLAGS}
+    out = run_folder(args)
     if args.resume is None and args.data is None:
         raise ValueError("--data is required (a data yaml); or pass --resume to continue a run")
     if args.resume is None and args.weights is None and args.cfg is None:
@@ -82,7 +96,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
         from yolo_prune.pruning.sparse import SparseTrainingCallback
 
         callbacks = SparseTrainingCallback(args.sparse, reg=args.sparse_reg)
-    result = finetune(args.weights, cfg=args.cfg, data=args.data, out_dir=args.out, hyp=args.hyp,
+    result = finetune(args.weights, cfg=args.cfg, data=args.data, out_dir=out, hyp=args.hyp,
                       teacher=args.teacher, resume=args.resume, exist_ok=args.exist_ok, family=args.family,
                       trust=args.trust_checkpoint, callbacks=callbacks, rename_classes=args.rename_classes, **settings)
     summary = result.summary()

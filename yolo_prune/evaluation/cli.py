@@ -22,10 +22,10 @@ def add_eval_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     data.add_argument("--ann", type=Path, help="COCO annotation json (instead of --data)")
     data.add_argument("--images", type=Path, help="image folder of --ann")
     run = parser.add_argument_group("evaluation")
-    run.add_argument("--img", type=int, default=640, help="inference size (long side, pixels)")
-    run.add_argument("--batch", type=int, default=16, help="batch size")
-    run.add_argument("--conf", type=float, default=0.001, help="NMS confidence threshold")
-    run.add_argument("--iou", type=float, default=0.65, help="NMS IoU threshold")
+    run.add_argument("--img", "--img-size", type=int, default=640, help="inference size (long side, pixels)")
+    run.add_argument("--batch", "--batch-size", type=int, default=16, help="batch size")
+    run.add_argument("--conf", "--conf-thres", type=float, default=0.001, help="NMS confidence threshold")
+    run.add_argument("--iou", "--iou-thres", type=float, default=0.65, help="NMS IoU threshold")
     run.add_argument("--max-det", type=int, default=300, help="detections kept per image")
     run.add_argument("--device", default="", help="'' (auto), cpu, 0 or cuda:0")
     run.add_argument("--half", action="store_true", help="fp16 inference (CUDA only)")
@@ -36,6 +36,9 @@ def add_eval_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     run.add_argument("--bench-runs", type=int, default=20, help="latency runs (0: skip the latency benchmark)")
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, help="metrics JSON path (default: beside --weights, *-eval.json)")
+    out.add_argument("--project", type=Path, help="as official test.py: write PROJECT/NAME/metrics.json (instead of --out)")
+    out.add_argument("--name", default="exp", help="run name under --project (default %(default)s)")
+    out.add_argument("--exist-ok", action="store_true", help="write into an existing --project/--name folder")
     out.add_argument("--save-results", type=Path, help="also write the COCO detections json here")
     return parser
 
@@ -84,6 +87,8 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         fuse = None if args.no_fuse else api.adapter_of(loaded).fuse
         report["latency"] = measure_latency(loaded.model, args.img, batch=1, device=device, fuse=fuse,
                                             half=args.half and device.type == "cuda", runs=args.bench_runs)
+    if args.out is not None and args.project is not None:
+        raise ValueError("pass either --out or --project/--name, not both")
     out = args.out or _default_out(args)
     atomic_write_json(report, out)
     print(format_eval_report(report))
@@ -92,6 +97,11 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _default_out(args: argparse.Namespace) -> Path:
+    if args.project is not None:
+        run_dir = args.project / args.name
+        if (run_dir / "metrics.json").exists() and not args.exist_ok:
+            raise FileExistsError(f"{run_dir} already holds metrics.json; pass --exist-ok or choose another --name")
+        return run_dir / "metrics.json"
     if args.weights is not None:
         return args.weights.with_name(args.weights.stem + "-eval.json")
     return Path("runs/eval") / f"{Path(str(args.cfg)).stem}-eval.json"

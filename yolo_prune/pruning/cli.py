@@ -41,7 +41,9 @@ def add_prune_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     how.add_argument("--sparsity", type=float, default=0.5, help="fraction of weights zeroed (--mode unstructured)")
     how.add_argument("--scope", choices=("layer", "global"), default="layer",
                      help="unstructured: the same sparsity per layer, or one global threshold")
-    how.add_argument("--img", type=int, default=640, help="input size for tracing, MACs and latency")
+    how.add_argument("--img", "--img-size", type=int, default=640, help="input size for tracing, MACs and latency")
+    how.add_argument("--device", default="cpu", help="where the latency is measured: cpu, 0, cuda:1 (pruning itself "
+                                                     "runs on the CPU)")
     how.add_argument("--seed", type=int, default=0)
     how.add_argument("--dry-run", action="store_true", help="list the pruning groups, change nothing")
     out = parser.add_argument_group("output")
@@ -99,7 +101,7 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
     settings = prune_settings(args)
     out = None if args.dry_run else resolve_out_path(args)
     loaded = api.load(args.weights, cfg=args.cfg, family=args.family, trust=args.trust_checkpoint)
-    before = describe_model(loaded, args.img, measure=not args.no_latency, file=args.weights)
+    before = describe_model(loaded, args.img, measure=not args.no_latency, file=args.weights, device=args.device)
     if args.mode == "unstructured":
         return _run_unstructured(args, loaded, out, before)
     if args.data is not None and not args.dry_run:
@@ -118,7 +120,9 @@ def _finish(args: argparse.Namespace, loaded, out: Path, before: dict[str, Any],
     report; prints the before/after table and how the family's own trainer keeps the widths."""
     api.save(loaded, out)
     cfg_path = api.save_cfg(loaded, out.with_suffix(".yaml"))
-    after = describe_model(loaded, args.img, measure=not args.no_latency, file=out)
+    if cfg_path is None:
+        out.with_suffix(".yaml").unlink(missing_ok=True)  # an earlier run's cfg would describe another model
+    after = describe_model(loaded, args.img, measure=not args.no_latency, file=out, device=args.device)
     report = {**summary, "weights": args.weights, "cfg": args.cfg, "out": out, "model_cfg": cfg_path,
               "before": before, "after": after}
     atomic_write_json(report, out.with_suffix(".json"))
@@ -154,7 +158,8 @@ def _run_iterative(args: argparse.Namespace, loaded, out: Path, before: dict[str
     return _finish(args, loaded, out, before, {"iterative": result.to_dict(), "run_dir": run_dir})
 
 
-def describe_model(loaded, img_size: int, *, measure: bool = True, file: Path | None = None) -> dict[str, Any]:
+def describe_model(loaded, img_size: int, *, measure: bool = True, file: Path | None = None,
+                   device: str = "cpu") -> dict[str, Any]:
     """Params, GMACs, size (of ``file``, else of an fp16 state dict) and, when ``measure``, fused
     batch-1 CPU latency of a model."""
     file_mb = file.stat().st_size / 2**20 if file is not None else _fp16_size_mb(loaded.model)
@@ -162,7 +167,9 @@ def describe_model(loaded, img_size: int, *, measure: bool = True, file: Path | 
         from yolo_prune.benchmark import model_stats
 
         return {**model_stats(loaded.model, img_size), "file_mb": file_mb}
-    stats = api.benchmark(loaded, img_size, batch=1, warmup=2, runs=5, nms=False)
+    from yolo_prune.engine.distributed import select_device
+
+    stats = api.benchmark(loaded, img_size, batch=1, warmup=2, runs=5, nms=False, device=select_device(device))
     return {"params_m": stats["params_m"], "gmacs": stats["gmacs"], "file_mb": file_mb,
             "latency_ms": stats["latency"]["latency_ms_median"]}
 
