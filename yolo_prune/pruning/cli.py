@@ -160,21 +160,26 @@ def _run_iterative(args: argparse.Namespace, loaded, out: Path, before: dict[str
 
 def describe_model(loaded, img_size: int, *, measure: bool = True, file: Path | None = None,
                    device: str = "cpu") -> dict[str, Any]:
-    """Params, GMACs, size (of ``file``, else of an fp16 state dict) and, when ``measure``, fused
-    batch-1 CPU latency of a model."""
-    file_mb = file.stat().st_size / 2**20 if file is not None else _fp16_size_mb(loaded.model)
+    """Params, GMACs, sizes and, when ``measure``, fused batch-1 latency of a model.
+
+    ``file_mib`` is the size of ``file`` as it is; ``fp16_mib`` that of the weights in float16,
+    which compares models of one precision (an Ultralytics release is float16, a file saved
+    here float32; YOLOv7 files are float16 both).
+    """
+    sizes = {"file_mib": file.stat().st_size / 2**20 if file is not None else None,
+             "fp16_mib": _fp16_size_mib(loaded.model)}
     if not measure:
         from yolo_prune.benchmark import model_stats
 
-        return {**model_stats(loaded.model, img_size), "file_mb": file_mb}
+        return {**model_stats(loaded.model, img_size), **sizes}
     from yolo_prune.engine.distributed import select_device
 
     stats = api.benchmark(loaded, img_size, batch=1, warmup=2, runs=5, nms=False, device=select_device(device))
-    return {"params_m": stats["params_m"], "gmacs": stats["gmacs"], "file_mb": file_mb,
+    return {"params_m": stats["params_m"], "gmacs": stats["gmacs"], **sizes,
             "latency_ms": stats["latency"]["latency_ms_median"]}
 
 
-def _fp16_size_mb(model: torch.nn.Module) -> float:
+def _fp16_size_mib(model: torch.nn.Module) -> float:
     buffer = io.BytesIO()
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, buffer)
     return buffer.tell() / 2**20
@@ -186,9 +191,9 @@ def format_comparison(models: dict[str, dict[str, Any]]) -> str:
     rows = []
     for name, s in models.items():
         speedup = (first.get("latency_ms") or 0) / s["latency_ms"] if s.get("latency_ms") else None
-        rows.append([name, s["params_m"], s["gmacs"], first["gmacs"] / s["gmacs"], s["file_mb"],
+        rows.append([name, s["params_m"], s["gmacs"], first["gmacs"] / s["gmacs"], s["fp16_mib"],
                      s.get("latency_ms"), speedup])
-    return format_table(rows, ["model", "params (M)", "GMACs", "MACs x", "size (MB)", "CPU ms", "speed-up"])
+    return format_table(rows, ["model", "params (M)", "GMACs", "MACs x", "fp16 size (MiB)", "CPU ms", "speed-up"])
 
 
 def format_groups(groups) -> str:

@@ -6,7 +6,7 @@ An entry is a plain dict with these keys (any may be None except ``name``):
     source      str     checkpoint path (used to merge rows from different JSONs)
     params_m    float   parameters, millions
     gmacs       float   multiply-accumulates at the run's input size, billions
-    file_mb     float   checkpoint size (fp16), MiB
+    file_mib    float   checkpoint file size, MiB (2**20 bytes)
     map50_95    float   COCO mAP@[.5:.95] (0..1)
     map50       float   COCO mAP@.5 (0..1)
     fps         float   images per second (batch 1 unless the run says otherwise)
@@ -32,10 +32,10 @@ from typing import Any, Iterable
 
 from yolo_prune.registry import unknown_name_message
 
-ENTRY_KEYS = ("name", "source", "params_m", "gmacs", "file_mb", "map50_95", "map50", "fps", "latency_ms", "channels")
+ENTRY_KEYS = ("name", "source", "params_m", "gmacs", "file_mib", "map50_95", "map50", "fps", "latency_ms", "channels")
 # other spellings seen in run JSONs -> entry key
 _ALIASES = {"mAP50-95": "map50_95", "map": "map50_95", "mAP50": "map50", "latency_ms_median": "latency_ms",
-            "weights": "source", "out": "source", "size_mb": "file_mb"}
+            "weights": "source", "out": "source", "size_mb": "file_mib", "file_mb": "file_mib"}
 
 
 def make_entry(values: dict[str, Any], *, name: str | None = None, strict: bool = False) -> dict[str, Any]:

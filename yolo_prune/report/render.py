@@ -14,7 +14,7 @@ from yolo_prune.reporting import format_cell, format_table
 
 # (entry key, column header); "MACs x" is computed against the first row
 COLUMNS = (("name", "model"), ("params_m", "params (M)"), ("gmacs", "GMACs"), ("macs_x", "MACs x"),
-           ("file_mb", "size (MB)"), ("map50_95", "mAP50-95"), ("map50", "mAP50"), ("fps", "FPS"))
+           ("file_mib", "size (MiB)"), ("map50_95", "mAP50-95"), ("map50", "mAP50"), ("fps", "FPS"))
 
 
 def table_rows(entries: Sequence[dict[str, Any]]) -> list[list[Any]]:
