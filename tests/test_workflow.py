@@ -303,3 +303,26 @@ def test_prune_command_writes_the_cfg_beside_the_checkpoint_and_quiet_prints_not
     printed = capsys.readouterr().out
     assert "warning: the pruned widths cannot be written" in printed and "yolo-prune finetune" in printed
     assert not out.with_suffix(".yaml").exists()  # the first run's cfg would describe another model
+
+
+# -- API: docstring examples run, short reprs, one ratio keyword --------------------------------------
+@pytest.mark.slow
+def test_api_docstring_examples_run():
+    import doctest
+
+    from yolo_prune import api as api_module
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        failed, attempted = doctest.testmod(api_module, optionflags=doctest.ELLIPSIS)
+    assert attempted >= 8 and failed == 0
+
+
+def test_results_print_short_reprs_and_ratio_is_accepted_under_both_names():
+    loaded = api.load(cfg="yolov7-tiny", nc=3)
+    assert repr(loaded).startswith("LoadedModel(yolov7, 3 classes,") and len(repr(loaded)) < 200
+    result = api.prune(loaded, ratio=0.5, round_to=8, img_size=64)
+    assert repr(result).startswith("PruneResult(params 6.02 M -> ") and len(repr(result)) < 200
+    with pytest.raises(TypeError, match="once"):
+        api.prune(loaded, ratio=0.5, pruning_ratio=0.5)

@@ -1,12 +1,15 @@
 """The public API: load, prune, finetune, evaluate, benchmark.
 
 Scripts and the CLI call only these functions (and the adapters through them), so the
-same job can be scripted from Python:
+same job can be scripted from Python (each function's docstring has a runnable example;
+``tests/test_workflow.py`` runs them as doctests):
 
-    >>> import yolo_prune
-    >>> loaded = yolo_prune.load("yolov7-tiny.pt")
-    >>> result = yolo_prune.prune(loaded, pruning_ratio=0.5, importance="l2", img_size=640)
-    >>> yolo_prune.save(loaded, "yolov7-tiny-p50.pt")
+    >>> import tempfile, yolo_prune
+    >>> loaded = yolo_prune.load(cfg="yolov7-tiny", nc=3)     # or yolo_prune.load("yolov7-tiny.pt")
+    >>> result = yolo_prune.prune(loaded, pruning_ratio=0.5, round_to=8, img_size=128)
+    >>> result
+    PruneResult(params 6.02 M -> 1.51 M, GMACs 0.263 -> 0.068 (3.9x), 55 groups)
+    >>> path = yolo_prune.save(loaded, f"{tempfile.mkdtemp()}/yolov7-tiny-p50.pt")
 """
 from __future__ import annotations
 
@@ -33,6 +36,10 @@ def load(weights: str | Path | None = None, *, cfg: str | Path | None = None, fa
         family: Skip recognition and use this adapter (``yolov7``, ``ultralytics``).
         trust: Allow arbitrary pickled code (only for files from a source you trust).
         nc: Number of classes when building from a cfg.
+
+    Example:
+        >>> load(cfg="yolov7-tiny", nc=3)
+        LoadedModel(yolov7, 3 classes, 6.02 M params, stride [8, 16, 32], source=yolov7-tiny)
     """
     if weights is None and cfg is None:
         raise ValueError("nothing to load: pass --weights path/to/model.pt, or --cfg to build a new model")
@@ -54,9 +61,19 @@ class PrunedCfgWarning(UserWarning):
 def prune(loaded: LoadedModel, **settings: Any) -> PruneResult:
     """Prunes ``loaded.model`` in place; ``settings`` are those of ``prune_model``.
 
-    Warns (``PrunedCfgWarning``) when the pruned widths have no form in the family's own cfg,
-    naming why and how to train the model without losing them.
+    The ratio is ``pruning_ratio`` (torch-pruning's name); ``ratio`` (the CLI's ``--ratio``) is
+    accepted too. Warns (``PrunedCfgWarning``) when the pruned widths have no form in the
+    family's own cfg, naming why and how to train the model without losing them.
+
+    Example:
+        >>> loaded = load(cfg="yolov7-tiny", nc=3)
+        >>> prune(loaded, ratio=0.5, round_to=8, img_size=128).macs_reduction > 3
+        True
     """
+    if "ratio" in settings:
+        if "pruning_ratio" in settings:
+            raise TypeError("pass the ratio once: pruning_ratio=... or ratio=..., not both")
+        settings["pruning_ratio"] = settings.pop("ratio")
     adapter = adapter_of(loaded)
     result = prune_model(loaded.model, adapter, **settings)
     loaded.model = result.model
@@ -90,7 +107,14 @@ def save_cfg(loaded: LoadedModel, path: str | Path) -> Path | None:
 
 
 def save(loaded: LoadedModel, path: str | Path, *, extra: dict | None = None) -> Path:
-    """Writes ``loaded`` atomically in its family's own checkpoint format."""
+    """Writes ``loaded`` atomically in its family's own checkpoint format.
+
+    Example:
+        >>> import tempfile
+        >>> path = save(load(cfg="yolov7-tiny", nc=3), f"{tempfile.mkdtemp()}/tiny.pt")
+        >>> load(path).nc
+        3
+    """
     return adapter_of(loaded).save(loaded, path, extra=extra)
 
 
@@ -130,6 +154,15 @@ def evaluate(loaded: LoadedModel, images: str | Path, ann: str | Path, *, img_si
 
     Raises:
         DataError: the model's class count differs from the dataset's.
+
+    Example:
+        >>> import tempfile
+        >>> from yolo_prune.data import load_data_config
+        >>> from yolo_prune.data.synthetic import make_synthetic_dataset
+        >>> data = load_data_config(make_synthetic_dataset(tempfile.mkdtemp(), n_train=0, n_val=2, img_size=64))
+        >>> metrics = evaluate(load(cfg="yolov7-tiny", nc=len(data.names)), *data.split("val"), img_size=64)
+        >>> 0.0 <= metrics["map50_95"] <= 1.0
+        True
     """
     import copy
 
@@ -148,7 +181,13 @@ def evaluate(loaded: LoadedModel, images: str | Path, ann: str | Path, *, img_si
 
 
 def benchmark(loaded: LoadedModel, img_size: int = 640, **settings: Any) -> dict[str, Any]:
-    """Params, GMACs and fused latency / FPS of ``loaded`` (``measure_latency`` options in ``settings``)."""
+    """Params, GMACs and fused latency / FPS of ``loaded`` (``measure_latency`` options in ``settings``).
+
+    Example:
+        >>> stats = benchmark(load(cfg="yolov7-tiny", nc=3), img_size=64, runs=2, warmup=1)
+        >>> round(stats["params_m"], 2), stats["latency"]["fps"] > 0
+        (6.02, True)
+    """
     from yolo_prune.benchmark import measure_latency, model_stats
 
     adapter = adapter_of(loaded)
@@ -163,6 +202,17 @@ def finetune(model: LoadedModel | str | Path | None = None, *, data: str | Path 
 
     Families whose adapter brings its own trainer (Ultralytics) are trained by it; every other
     family by ``yolo_prune.engine.finetune`` (see there for ``settings``: epochs, img_size, ...).
+
+    Example (an 80-class model on 5-class data: its head is rebuilt for the data's classes):
+        >>> import tempfile
+        >>> from yolo_prune.data.synthetic import make_synthetic_dataset
+        >>> root = tempfile.mkdtemp()
+        >>> data = make_synthetic_dataset(root, n_train=2, n_val=0, img_size=64)
+        >>> run = finetune(load(cfg="yolov7-tiny"), data=data, out_dir=f"{root}/run", epochs=1, img_size=64,
+        ...                batch_size=2, workers=0, device="cpu", val=False)  # doctest: +ELLIPSIS
+        the model predicted 80 classes; its head now predicts the data's 5 ...
+        >>> run                                                # doctest: +ELLIPSIS
+        FinetuneResult(1 epochs, best fitness None, best .../run/weights/best.pt)
     """
     from yolo_prune.engine.finetune import finetune as engine_finetune
 

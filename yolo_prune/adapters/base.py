@@ -55,6 +55,11 @@ class LoadedModel:
     def nc(self) -> int:
         return len(self.names)
 
+    def __repr__(self) -> str:
+        params_m = sum(p.numel() for p in self.model.parameters()) / 1e6
+        return (f"LoadedModel({self.family}, {self.nc} classes, {params_m:.2f} M params, stride {self.stride}, "
+                f"source={self.source})")
+
 
 @dataclass(frozen=True)
 class CfgForm:

@@ -45,6 +45,9 @@ class FinetuneResult:
     model: nn.Module | None = None  # final EMA (or raw) model, float32, eval mode
     is_main: bool = True
 
+    def __repr__(self) -> str:
+        return f"FinetuneResult({self.epochs} epochs, best fitness {self.best_fitness}, best {self.best})"
+
     def summary(self) -> dict[str, Any]:
         return {"out_dir": self.out_dir, "last": self.last, "best": self.best, "best_fitness": self.best_fitness,
                 "epochs": self.epochs, "results_csv": self.out_dir / "results.csv", "final": self.row}
