@@ -23,7 +23,8 @@ def add_prune_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                           cfg_help="model cfg: builds a random model when --weights is absent, "
                                    "or gives the architecture of a bare state dict")
     how = parser.add_argument_group("pruning")
-    how.add_argument("--ratio", type=float, default=0.5, help="fraction of channels to remove, in [0, 1)")
+    how.add_argument("--ratio", "--pruning-ratio", type=float, default=0.5,
+                     help="fraction of channels to remove, in [0, 1) (the API's pruning_ratio)")
     how.add_argument("--importance", default="l2", help=f"criterion: {', '.join(IMPORTANCES.names())}")
     how.add_argument("--global", dest="global_pruning", action="store_true", help="rank channels globally")
     how.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this")
