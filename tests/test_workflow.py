@@ -326,3 +326,14 @@ def test_results_print_short_reprs_and_ratio_is_accepted_under_both_names():
     assert repr(result).startswith("PruneResult(params 6.02 M -> ") and len(repr(result)) < 200
     with pytest.raises(TypeError, match="once"):
         api.prune(loaded, ratio=0.5, pruning_ratio=0.5)
+
+
+def test_rebuilt_class_outputs_are_seeded():
+    adapter = get_adapter("yolov7")
+    heads = []
+    for _ in range(2):
+        loaded = _loaded(build_yolov7("yolov7-tiny", width=0.125, nc=80))
+        torch.rand(7)  # a different random stream before each: the rebuild must not depend on it
+        fit_classes(loaded, adapter, ["a", "b"], seed=3)
+        heads.append(loaded.model.model[-1].m[0].weight.clone())
+    assert torch.equal(*heads)

@@ -10,6 +10,7 @@ import contextlib
 import importlib
 import io
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -77,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # import only the chosen command's module when it is known: keeps start-up short
     chosen = [argv[0]] if argv and argv[0] in COMMANDS else None
     args = build_parser(chosen).parse_args(argv)
+    args.command_line = shlex.join(["yolo-prune", *argv])  # shown in reports, so a run can be repeated
     module_name, _, run_name, _ = COMMANDS[args.command]
     run = getattr(importlib.import_module(module_name), run_name)
     try:

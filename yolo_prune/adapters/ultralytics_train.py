@@ -79,7 +79,7 @@ class PrunedDetectionTrainer(DetectionTrainer):
         if not isinstance(model, nn.Module):
             raise ValueError("PrunedDetectionTrainer has no model to train: pass model=..., train through "
                              "YOLO('pruned.pt').train(trainer=PrunedDetectionTrainer), or resume a run")
-        note = _fit_data_classes(model, self.data["names"], rename=self.rename_classes)
+        note = _fit_data_classes(model, self.data["names"], rename=self.rename_classes, seed=self.args.seed)
         if note and verbose and RANK in {-1, 0}:
             LOGGER.info(note)
         return model
@@ -133,7 +133,7 @@ class PrunedDetectionTrainer(DetectionTrainer):
         self.epoch -= 1
 
 
-def _fit_data_classes(model: nn.Module, data_names: dict | list, *, rename: bool) -> str | None:
+def _fit_data_classes(model: nn.Module, data_names: dict | list, *, rename: bool, seed: int = 0) -> str | None:
     """``fit_classes`` for a bare Ultralytics model and the data yaml's ``names``."""
     from yolo_prune.adapters.ultralytics import UltralyticsAdapter
 
@@ -141,7 +141,7 @@ def _fit_data_classes(model: nn.Module, data_names: dict | list, *, rename: bool
     current = model.names
     current = [current[k] for k in sorted(current)] if isinstance(current, dict) else list(current)
     loaded = LoadedModel(model=model, family="ultralytics", names=[str(n) for n in current], stride=[])
-    return fit_classes(loaded, UltralyticsAdapter(), names, rename=rename)
+    return fit_classes(loaded, UltralyticsAdapter(), names, rename=rename, seed=seed)
 
 
 def finalize_checkpoint(path: str | Path, updates: dict | None = None) -> dict:

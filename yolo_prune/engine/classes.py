@@ -9,6 +9,8 @@ train on top of the wrong classes.
 """
 from __future__ import annotations
 
+import torch
+
 from yolo_prune.adapters.base import DetectorAdapter, LoadedModel
 
 
@@ -25,7 +27,7 @@ def same_classes(model_names: list[str], data_names: list[str]) -> bool:
 
 
 def fit_classes(loaded: LoadedModel, adapter: DetectorAdapter, names: list[str], *, rename: bool = False,
-                what: str = "the model") -> str | None:
+                what: str = "the model", seed: int = 0) -> str | None:
     """Makes ``loaded`` predict the data's ``names`` (in place); returns a note of what changed.
 
     Args:
@@ -34,6 +36,8 @@ def fit_classes(loaded: LoadedModel, adapter: DetectorAdapter, names: list[str],
         names: The data's class names, in class-index order.
         rename: With equal class counts, take the data's names for the model's classes.
         what: How messages name the model (``"the model"``, ``"--weights"``).
+        seed: Seeds the new class outputs' initialisation (the caller's random stream is left
+            as it was), so two runs of one job start from the same weights.
 
     Returns:
         None when the classes already match, else one sentence saying what was done.
@@ -54,7 +58,9 @@ def fit_classes(loaded: LoadedModel, adapter: DetectorAdapter, names: list[str],
         loaded.names = names
         return f"{what}'s {loaded.nc} classes now carry the data's names {_show(names)}"
     old = loaded.nc
-    adapter.set_classes(loaded.model, names)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        adapter.set_classes(loaded.model, names)
     loaded.names = names
     return (f"{what} predicted {old} classes; its head now predicts the data's {len(names)} ({_show(names)}): box "
             f"and objectness weights kept, class outputs initialised afresh")

@@ -125,7 +125,7 @@ def _prepare_job(model: LoadedModel | str | Path | None, *, data, cfg, hyp, teac
     loaded = model if isinstance(model, LoadedModel) else api.load(model, cfg=cfg, family=family, trust=trust,
                                                                    nc=len(names))
     adapter = api.adapter_of(loaded)
-    note = fit_classes(loaded, adapter, names, rename=rename_classes)
+    note = fit_classes(loaded, adapter, names, rename=rename_classes, seed=settings.seed)
     settings.img_size = _round_to_stride(settings.img_size, loaded)
     teacher_loaded = _load_teacher(teacher, family, trust)
     if teacher_loaded is not None and not same_classes(teacher_loaded.names, names):

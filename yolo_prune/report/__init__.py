@@ -59,7 +59,8 @@ def run_report(args: argparse.Namespace) -> dict[str, Path]:
         raise FileExistsError(f"{args.out / 'report.md'} already exists; pass --force to overwrite it or "
                               f"choose another --out")
     entries = load_entries(args.inputs)
-    paths = build_report(entries, args.out, title=args.title,
-                         notes=[f"Inputs: {', '.join(str(p) for p in args.inputs)}"])
+    command = getattr(args, "command_line", None)  # set by yolo_prune.cli.main
+    notes = ([f"Command: {command}"] if command else []) + [f"Inputs: {', '.join(str(p) for p in args.inputs)}"]
+    paths = build_report(entries, args.out, title=args.title, notes=notes)
     print(f"report: {paths['markdown']} and {paths['html']} ({len(entries)} models)")
     return paths
