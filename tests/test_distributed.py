@@ -158,7 +158,7 @@ def test_torchrun_two_processes_fine_tune_and_only_rank0_writes(tmp_path):
     from yolo_prune.data.synthetic import make_synthetic_dataset
     from yolo_prune.paths import MODEL_CFGS_DIR, REPO_ROOT
 
-    data = make_synthetic_dataset(tmp_path / "data", n_train=4, n_val=2, img_size=64, seed=0)
+    data = make_synthetic_dataset(tmp_path / "data", n_train=4, n_val=2, img_size=64, seed=0, profile="hard")
     cfg = yaml.safe_load((MODEL_CFGS_DIR / "training" / "yolov7-tiny.yaml").read_text())
     cfg["width_multiple"] = 0.125
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))

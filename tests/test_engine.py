@@ -79,6 +79,28 @@ def test_param_groups_exempt_bn_implicit_and_bias_from_decay():
     assert all(g["nesterov"] for g in opt.param_groups)
 
 
+def test_adamw_keeps_the_three_groups_and_takes_momentum_as_beta1():
+    model = SmallNet()
+    opt = build_optimizer(model, lr0=0.001, momentum=0.9, weight_decay=5e-4, optimizer="AdamW")
+    assert isinstance(opt, torch.optim.AdamW)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.0, 5e-4, 0.0]
+    assert all(g["betas"] == (0.9, 0.999) and g["initial_lr"] == 0.001 for g in opt.param_groups)
+    with pytest.raises(ValueError, match="SGD, AdamW"):
+        build_optimizer(model, lr0=0.001, momentum=0.9, weight_decay=0.0, optimizer="adam")
+
+
+def test_hyp_names_its_optimizer_and_refuses_unknown_ones():
+    from yolo_prune.engine.losses import HypError, validate_hyp
+
+    from yolo_prune.paths import HYP_DIR
+
+    official = yaml.safe_load((HYP_DIR / "hyp.scratch.tiny.yaml").read_text())
+    assert validate_hyp(official)["optimizer"] == "SGD"  # the official files have no such key
+    assert validate_hyp({**official, "optimizer": "AdamW"})["optimizer"] == "AdamW"
+    with pytest.raises(HypError, match="optimizer must be one of SGD, AdamW, got 'Adam'"):
+        validate_hyp({**official, "optimizer": "Adam"})
+
+
 @pytest.mark.parametrize("schedule", ["cosine", "linear"])
 def test_lr_factor_runs_from_one_to_lrf(schedule):
     lf = lr_factor(schedule, epochs=10, lrf=0.2)
@@ -155,7 +177,8 @@ def shapes_data(tmp_path_factory):
     """4 train / 2 val synthetic images of 64 px."""
     from yolo_prune.data.synthetic import make_synthetic_dataset
 
-    return make_synthetic_dataset(tmp_path_factory.mktemp("shapes"), n_train=4, n_val=2, img_size=IMG, seed=0)
+    return make_synthetic_dataset(tmp_path_factory.mktemp("shapes"), n_train=4, n_val=2, img_size=IMG, seed=0,
+                                  profile="hard")
 
 
 @pytest.fixture(scope="module")

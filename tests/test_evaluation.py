@@ -226,7 +226,8 @@ def test_augmented_dataset_is_refused(box_dataset):
 def synthetic_yaml(tmp_path_factory):
     from yolo_prune.data.synthetic import make_synthetic_dataset
 
-    return make_synthetic_dataset(tmp_path_factory.mktemp("syn"), n_train=0, n_val=6, img_size=96, seed=3)
+    return make_synthetic_dataset(tmp_path_factory.mktemp("syn"), n_train=0, n_val=6, img_size=96, seed=3,
+                                  profile="hard")
 
 
 def test_yolov7_tiny_end_to_end(synthetic_yaml, tmp_path):

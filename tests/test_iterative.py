@@ -196,7 +196,7 @@ def test_run_iterative_with_the_real_engine(tmp_path):
     cfg["width_multiple"] = 0.25
     cfg_path = tmp_path / "yolov7-tiny-w025.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    data = make_synthetic_dataset(tmp_path / "data", n_train=4, n_val=2, img_size=64, seed=0)
+    data = make_synthetic_dataset(tmp_path / "data", n_train=4, n_val=2, img_size=64, seed=0, profile="hard")
     loaded = api.load(cfg=cfg_path, nc=len(yaml.safe_load(data.read_text())["names"]))
     result = run_iterative(loaded, data=data, steps=2, epochs_per_step=1, out_dir=tmp_path / "run", img_size=64,
                            batch_size=4, device="cpu", workers=0, prune_kwargs={"pruning_ratio": 0.5})

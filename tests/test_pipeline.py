@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import yaml
 
 from yolo_prune.paths import MODEL_CFGS_DIR
-from yolo_prune.pipeline import PipelineSettings, main_job
+from yolo_prune.pipeline import PipelineSettings, main_job, targets, verdict
 
 
 def _tiny_settings(tmp_path) -> PipelineSettings:
@@ -23,10 +24,21 @@ def test_main_job_runs_every_stage_and_reports(tmp_path, capsys):
     settings = _tiny_settings(tmp_path)
     report = main_job(settings)
     names = [m["name"] for m in report["models"]]
-    assert names == ["baseline", "pruned", "pruned+finetuned"]
-    base, pruned, tuned = report["models"]
+    assert names == ["baseline", "pruned", "pruned+finetuned", "control"]
+    base, pruned, tuned, control = report["models"]
     assert pruned["gmacs"] < base["gmacs"] / 2 and tuned["gmacs"] == pruned["gmacs"]
+    assert control["gmacs"] == base["gmacs"] and control["params_m"] == base["params_m"]  # unpruned
     assert report["targets"]["macs_reduction"] == base["gmacs"] / tuned["gmacs"]
+    assert report["baseline_origin"].startswith("trained here")  # the shipped one fits no 64 px run
+    # the control arm got exactly the pruned arm's fine-tune: settings, hyp and seed; only the start differs
+    arms = report["arms"]
+    assert arms["control"]["settings"] == arms["pruned+finetuned"]["settings"]
+    assert arms["control"]["hyp"] == arms["pruned+finetuned"]["hyp"]
+    assert arms["control"]["weights"] != arms["pruned+finetuned"]["weights"] and arms["control"]["teacher"] is None
+    t = report["targets"]
+    for key in ("map50_95", "map50"):
+        expected = tuned[key] / control[key] if control[key] > 0 else None
+        assert t[f"retention_{key}"] == expected
     for m in report["models"]:
         assert 0.0 <= m["map50_95"] <= m["map50"] <= 1.0 and m["fps"] > 0
     out = settings.out
@@ -36,6 +48,7 @@ def test_main_job_runs_every_stage_and_reports(tmp_path, capsys):
     assert (out / "report" / "report.html").exists() and (out / "settings.yaml").exists()
     printed = capsys.readouterr().out
     assert "mAP50-95" in printed and "fewer MACs" in printed
+    assert "retention" in page and "control" in page
 
     # re-running continues: every stage is found done and nothing is trained again
     stamp = (out / "finetune" / "weights" / "best.pt").stat().st_mtime_ns
@@ -43,3 +56,26 @@ def test_main_job_runs_every_stage_and_reports(tmp_path, capsys):
     assert again["models"] == report["models"]
     assert (out / "finetune" / "weights" / "best.pt").stat().st_mtime_ns == stamp
     assert "training the" not in capsys.readouterr().out
+
+
+def test_retention_is_the_pruned_arm_over_the_control():
+    rows = {"baseline": {"gmacs": 4.0, "map50_95": 0.5, "map50": 0.8},
+            "pruned+finetuned": {"gmacs": 1.0, "map50_95": 0.45, "map50": 0.76},
+            "control": {"gmacs": 4.0, "map50_95": 0.6, "map50": 0.8}}
+    t = targets(rows)
+    assert t["macs_reduction"] == 4.0 and t["retention_map50_95"] == 0.75 and t["retention_map50"] == 0.95
+    assert t["map_vs_baseline"] == 0.9  # the optimistic figure the control arm corrects
+    assert "75.0% of the control" in verdict(t)
+    no_control = targets({k: v for k, v in rows.items() if k != "control"})
+    assert no_control["retention_map50_95"] is None and "no control arm" in verdict(no_control)
+    assert "-" in verdict({**t, "retention_map50_95": None, "map_vs_baseline": None})
+
+
+def test_distill_applies_to_the_pruned_arm_only(tmp_path):
+    settings = _tiny_settings(tmp_path)
+    settings.distill = True
+    report = main_job(settings)
+    arms = report["arms"]
+    assert arms["pruned+finetuned"]["teacher"] is not None and arms["control"]["teacher"] is None
+    assert "Distillation: the pruned arm" in (settings.out / "report" / "report.md").read_text()
+

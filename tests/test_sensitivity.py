@@ -194,7 +194,7 @@ def test_cli_scans_allocates_and_writes_a_recipe_that_meets_the_target(tmp_path)
     cfg["width_multiple"] = 0.25
     cfg_path = tmp_path / "yolov7-tiny-w025.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    data = make_synthetic_dataset(tmp_path / "data", n_train=0, n_val=2, img_size=64, seed=0)
+    data = make_synthetic_dataset(tmp_path / "data", n_train=0, n_val=2, img_size=64, seed=0, profile="hard")
     out = tmp_path / "scan"
     args = ["sensitivity", "--cfg", str(cfg_path), "--data", str(data), "--max-images", "2", "--img", "64",
             "--ratios", "0.5", "--units", "stride", "--batch", "2", "--out", str(out)]

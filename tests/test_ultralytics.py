@@ -68,7 +68,8 @@ def coco_data(tmp_path_factory):
     from yolo_prune.data import load_data_config
     from yolo_prune.data.synthetic import make_synthetic_dataset
 
-    data_yaml = make_synthetic_dataset(tmp_path_factory.mktemp("coco"), n_train=8, n_val=4, img_size=96, seed=0)
+    data_yaml = make_synthetic_dataset(tmp_path_factory.mktemp("coco"), n_train=8, n_val=4, img_size=96, seed=0,
+                                       profile="hard")
     config = load_data_config(data_yaml)
     return data_yaml, {split: config.split(split) for split in ("train", "val")}
 

@@ -1,10 +1,13 @@
-"""The main job, ``yolo-prune run``: baseline -> prune -> fine-tune -> evaluate -> report.
+"""The main job, ``yolo-prune run``: baseline -> prune -> fine-tune (+ control) -> evaluate -> report.
 
-With no arguments it runs the embedded default on this machine: a synthetic COCO-format
-shapes dataset, a yolov7-tiny baseline trained from its cfg, 50 % channel pruning and a
-fine-tune, then one table (params, GMACs, mAP50-95, mAP50, FPS) for the three models and
-a markdown / HTML / JSON report with plots. ``--weights`` and ``--data`` run the same job
-on the user's own checkpoint and dataset.
+With no arguments it runs the embedded default on this machine: the synthetic ``demo`` shapes
+set, the shipped yolov7-tiny baseline trained on it (``yolo_prune/assets/``, made by the
+project's own ``finetune --cfg``; ``--train-baseline`` trains one instead), channel pruning
+and a short fine-tune. The same fine-tune (budget, hyp, seed) is given to the *unpruned*
+baseline, the control arm, so that the pruned model is compared with a model that had the same
+extra training: retention = pruned-fine-tuned / control. The report (table, JSON, markdown,
+HTML, plots) shows baseline, pruned, pruned + fine-tuned and control. ``--weights`` and
+``--data`` run the same job on the user's own checkpoint and dataset.
 
 Every stage writes into ``--out`` and is skipped when its output is already there, and an
 interrupted fine-tune resumes from its ``last.pt``: re-running the command continues.
@@ -26,27 +29,33 @@ from yolo_prune.io import atomic_write_json, atomic_write_text
 from yolo_prune.paths import HYP_DIR
 from yolo_prune.reporting import format_table
 
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+SHIPPED_BASELINE = ASSETS_DIR / "yolov7-tiny-demo.pt"   # its recipe and scores: the .json beside it
+
 
 @dataclass
 class PipelineSettings:
     """Every default of the main job, in one place (sized for a 2-core CPU by default)."""
 
-    weights: Path | None = None       # the user's checkpoint; None: train a baseline from ``cfg``
+    weights: Path | None = None       # the user's checkpoint; None: the shipped baseline (or train one)
+    train_baseline: bool = False      # train the baseline from ``cfg`` even where a shipped one fits
     cfg: str = "yolov7-tiny"
-    data: Path | None = None          # the user's data yaml; None: the synthetic shapes set
+    data: Path | None = None          # the user's data yaml; None: the synthetic set of ``profile``
+    profile: str = "demo"             # synthetic profile (``make-synthetic --profile``)
     out: Path = Path("runs/demo")
     img_size: int = 160
     synthetic_train: int = 400
     synthetic_val: int = 100
-    baseline_epochs: int = 60
-    finetune_epochs: int = 30
+    baseline_epochs: int = 150        # only when the baseline is trained here
+    finetune_epochs: int = 10         # both arms: the pruned model and the control
     batch_size: int = 16
     nominal_batch: int = 16           # optimizer step every this many images
-    val_period: int = 3               # validate during fine-tuning every this many epochs
+    val_period: int = 5               # validate during fine-tuning every this many epochs
     ratio: float = 0.5
     importance: str = "l2"
     round_to: int | None = 8
-    distill: bool = False             # use the baseline as teacher while fine-tuning
+    distill: bool = False             # the pruned arm (only) learns from the baseline as teacher
+    control: bool = True              # fine-tune the unpruned baseline with the same budget
     hyp_baseline: str | None = str(HYP_DIR / "hyp.scratch.tiny.yaml")
     hyp_finetune: str | None = None   # None: the project's fine-tuning hyp
     device: str = ""
@@ -59,18 +68,25 @@ class PipelineSettings:
 def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Adds the main job's flags; each defaults to ``PipelineSettings``."""
     d = PipelineSettings()
-    parser.add_argument("--weights", type=Path, help="your checkpoint (default: train a baseline from --cfg)")
-    parser.add_argument("--cfg", default=d.cfg, help="model cfg of the baseline (default %(default)s)")
+    parser.add_argument("--weights", type=Path, help="your checkpoint (default: the shipped demo baseline)")
+    parser.add_argument("--train-baseline", action="store_true",
+                        help=f"train the baseline from --cfg for --baseline-epochs instead of the shipped one")
+    parser.add_argument("--cfg", default=d.cfg, help="model cfg of a baseline trained here (default %(default)s)")
     parser.add_argument("--data", type=Path, help="your data yaml (default: generate the synthetic shapes set)")
+    parser.add_argument("--profile", default=d.profile, help="synthetic profile: demo or hard (%(default)s)")
     parser.add_argument("--out", type=Path, default=d.out, help="run folder; re-running continues (default %(default)s)")
     parser.add_argument("--img", "--img-size", dest="img_size", type=int, default=d.img_size, help="train/eval size (%(default)s)")
     parser.add_argument("--baseline-epochs", type=int, default=d.baseline_epochs)
-    parser.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs)
+    parser.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs,
+                        help="fine-tune budget of both arms (default %(default)s)")
     parser.add_argument("--batch", "--batch-size", dest="batch_size", type=int, default=d.batch_size)
     parser.add_argument("--ratio", type=float, default=d.ratio, help="channel pruning ratio (%(default)s)")
     parser.add_argument("--importance", default=d.importance)
     parser.add_argument("--round-to", type=int, default=d.round_to)
-    parser.add_argument("--distill", action="store_true", help="distil from the unpruned model while fine-tuning")
+    parser.add_argument("--distill", action="store_true", help="distil from the baseline (pruned arm only)")
+    parser.add_argument("--no-control", dest="control", action="store_false",
+                        help="skip the control arm (no retention figure)")
+    parser.add_argument("--hyp-finetune", help="fine-tuning hyp of both arms (default: configs/hyp/hyp.finetune.yaml)")
     parser.add_argument("--synthetic-train", type=int, default=d.synthetic_train)
     parser.add_argument("--synthetic-val", type=int, default=d.synthetic_val)
     parser.add_argument("--device", default=d.device)
@@ -92,27 +108,58 @@ def main_job(s: PipelineSettings) -> dict[str, Any]:
     atomic_write_text(yaml.safe_dump(_plain(dataclasses.asdict(s)), sort_keys=False), s.out / "settings.yaml")
     started = time.perf_counter()
     data = s.data or _synthetic_data(s)
-    baseline_path = s.weights or _train_baseline(s, data)
+    baseline_path, baseline_origin = _baseline(s, data)
     pruned_path = _prune(s, baseline_path)
-    finetuned_path = _finetune(s, data, pruned_path, baseline_path)
-    stages = {"baseline": baseline_path, "pruned": pruned_path, "pruned+finetuned": finetuned_path}
+    stages = {"baseline": baseline_path, "pruned": pruned_path,
+              "pruned+finetuned": _finetune(s, data, pruned_path, baseline_path)}
+    if s.control:
+        stages["control"] = _control(s, data, baseline_path)
     rows = {name: _evaluate(s, data, path, name) for name, path in stages.items()}
-    report = {"settings": _plain(dataclasses.asdict(s)), "data": str(data), "models": list(rows.values()),
-              "wall_s": round(time.perf_counter() - started, 1)}
-    report["targets"] = _targets(rows["baseline"], rows["pruned+finetuned"])
+    report = {"settings": _plain(dataclasses.asdict(s)), "data": str(data), "baseline_origin": baseline_origin,
+              "models": list(rows.values()), "arms": _arms(s, stages), "wall_s": round(time.perf_counter() - started, 1)}
+    report["targets"] = targets(rows)
     atomic_write_json(report, s.out / "report.json")
     _write_pages(s, report)
     print("\n" + summary_table(report["models"]))
-    t = report["targets"]
-    print(f"\nfine-tuned pruned model keeps {t['map_retained']:.1%} of the baseline mAP50-95 with "
-          f"{t['macs_reduction']:.2f}x fewer MACs (targets: >= 95 %, >= 3x). Report: {s.out / 'report' / 'report.md'}")
+    print("\n" + verdict(report["targets"]) + f" Report: {s.out / 'report' / 'report.md'}")
     return report
 
 
 def summary_table(models: list[dict[str, Any]]) -> str:
+    """The terminal table of the main job's models."""
     rows = [[m["name"], m["params_m"], m["gmacs"], m["map50_95"], m["map50"], m["fps"], m["latency_ms"]]
             for m in models]
     return format_table(rows, ["model", "params (M)", "GMACs", "mAP50-95", "mAP50", "FPS", "latency (ms)"])
+
+
+def targets(rows: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """MACs reduction and retention: the pruned-fine-tuned model's mAP over the control's.
+
+    The control is the unpruned baseline fine-tuned with the same budget, so retention isolates
+    what pruning cost from what the extra training gave. Without a control, retention is None
+    (and ``map_vs_baseline`` is the only, optimistic, comparison).
+    """
+    base, tuned, control = rows["baseline"], rows["pruned+finetuned"], rows.get("control")
+    out: dict[str, float | None] = {"macs_reduction": base["gmacs"] / tuned["gmacs"],
+                                    "map_vs_baseline": _ratio(tuned["map50_95"], base["map50_95"])}
+    for key in ("map50_95", "map50"):
+        out[f"retention_{key}"] = _ratio(tuned[key], control[key]) if control else None
+    return out
+
+
+def verdict(t: dict[str, float | None]) -> str:
+    """One sentence with the job's claim and its figures (``-`` where a reference mAP is 0)."""
+    macs = f"{t['macs_reduction']:.2f}x fewer MACs"
+    if t.get("retention_map50_95") is None and t.get("retention_map50") is None:
+        return (f"pruned + fine-tuned keeps {_pct(t['map_vs_baseline'])} of the baseline mAP50-95 with {macs} "
+                f"(no control arm with a non-zero mAP: part of that may be the extra training).")
+    return (f"pruned + fine-tuned keeps {_pct(t['retention_map50_95'])} of the control's mAP50-95 "
+            f"({_pct(t['retention_map50'])} of its mAP50) with {macs}; the control is the unpruned baseline "
+            f"given the same fine-tune.")
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b > 0 else None
 
 
 # -- stages --------------------------------------------------------------------------
@@ -122,21 +169,41 @@ def _synthetic_data(s: PipelineSettings) -> Path:
     data_yaml = s.out / "data" / "data.yaml"
     if data_yaml.exists():
         return data_yaml
-    print(f"[1/5] writing the synthetic dataset to {data_yaml.parent}")
+    print(f"[1/6] writing the synthetic {s.profile} dataset to {data_yaml.parent}")
     return make_synthetic_dataset(data_yaml.parent, n_train=s.synthetic_train, n_val=s.synthetic_val,
-                                  img_size=s.img_size, seed=s.seed)
+                                  img_size=s.img_size, seed=s.seed, profile=s.profile)
 
 
-def _train_baseline(s: PipelineSettings, data: Path) -> Path:
-    return _train(s.out / "baseline", s, data, epochs=s.baseline_epochs, hyp=s.hyp_baseline, cfg=s.cfg,
-                  step=f"[2/5] training the {s.cfg} baseline")
+def shipped_baseline_card() -> dict[str, Any]:
+    """What the shipped baseline is: the command, data, seed, epochs, wall time and scores that made it."""
+    return json.loads(SHIPPED_BASELINE.with_suffix(".json").read_text())
+
+
+def _shipped_fits(s: PipelineSettings) -> bool:
+    """The shipped baseline was trained on exactly the synthetic set these settings generate."""
+    if s.data is not None or s.train_baseline or not SHIPPED_BASELINE.exists():
+        return False
+    made = shipped_baseline_card()["data"]
+    wanted = {"profile": s.profile, "n_train": s.synthetic_train, "n_val": s.synthetic_val,
+              "img_size": s.img_size, "seed": s.seed}
+    return all(made.get(k) == v for k, v in wanted.items()) and s.cfg == shipped_baseline_card()["cfg"]
+
+
+def _baseline(s: PipelineSettings, data: Path) -> tuple[Path, str]:
+    if s.weights is not None:
+        return s.weights, "user checkpoint"
+    if _shipped_fits(s):
+        return SHIPPED_BASELINE, "shipped (yolo_prune/assets/yolov7-tiny-demo.json says how it was made)"
+    path = _train(s.out / "baseline", s, data, epochs=s.baseline_epochs, hyp=s.hyp_baseline, cfg=s.cfg,
+                  step=f"[2/6] training the {s.cfg} baseline")
+    return path, f"trained here from {s.cfg} for {s.baseline_epochs} epochs"
 
 
 def _prune(s: PipelineSettings, baseline: Path) -> Path:
     out = s.out / "pruned" / "pruned.pt"
     if out.exists():
         return out
-    print(f"[3/5] pruning {baseline} at ratio {s.ratio} ({s.importance}, round_to {s.round_to})")
+    print(f"[3/6] pruning {baseline} at ratio {s.ratio} ({s.importance}, round_to {s.round_to})")
     loaded = api.load(baseline, trust=s.trust)
     result = api.prune(loaded, img_size=s.img_size, importance=s.importance, pruning_ratio=s.ratio,
                        round_to=s.round_to, seed=s.seed)
@@ -147,26 +214,31 @@ def _prune(s: PipelineSettings, baseline: Path) -> Path:
 
 def _finetune(s: PipelineSettings, data: Path, pruned: Path, baseline: Path) -> Path:
     return _train(s.out / "finetune", s, data, epochs=s.finetune_epochs, hyp=s.hyp_finetune, weights=pruned,
-                  teacher=baseline if s.distill else None, step="[4/5] fine-tuning the pruned model")
+                  teacher=baseline if s.distill else None,
+                  step="[4/6] fine-tuning the pruned model" + (" (distilling from the baseline)" if s.distill else ""))
+
+
+def _control(s: PipelineSettings, data: Path, baseline: Path) -> Path:
+    # the same budget, hyp and seed as the pruned arm, never a teacher: the fair reference for retention
+    return _train(s.out / "control", s, data, epochs=s.finetune_epochs, hyp=s.hyp_finetune, weights=baseline,
+                  step="[5/6] fine-tuning the unpruned baseline (control arm, same budget)")
 
 
 def _train(run: Path, s: PipelineSettings, data: Path, *, epochs: int, hyp: str | None, step: str,
            cfg: str | None = None, weights: Path | None = None, teacher: Path | None = None) -> Path:
     """Trains into ``run`` unless finished; resumes a run that was interrupted."""
-    from yolo_prune.api import finetune
-
     best, last, done = run / "weights" / "best.pt", run / "weights" / "last.pt", run / "done.json"
     if done.exists() or (last.exists() and _finished(last)):
         return best
     if last.exists():  # interrupted: continue exactly where it stopped
         print(f"{step}: continuing the interrupted run in {run}")
-        result = finetune(resume=run)
+        result = api.finetune(resume=run, trust=s.trust)
     else:
         print(f"{step} for {epochs} epochs ({run})")
-        result = finetune(weights, cfg=cfg, data=data, out_dir=run, hyp=hyp, teacher=teacher, exist_ok=True,
-                          trust=s.trust, epochs=epochs, img_size=s.img_size, batch_size=s.batch_size,
-                          nominal_batch=s.nominal_batch, val_period=s.val_period, device=s.device,
-                          workers=s.workers, seed=s.seed)
+        result = api.finetune(weights, cfg=cfg, data=data, out_dir=run, hyp=hyp, teacher=teacher, exist_ok=True,
+                              trust=s.trust, epochs=epochs, img_size=s.img_size, batch_size=s.batch_size,
+                              nominal_batch=s.nominal_batch, val_period=s.val_period, device=s.device,
+                              workers=s.workers, seed=s.seed)
     atomic_write_json(result.summary(), done)
     return best
 
@@ -180,6 +252,18 @@ def _finished(last: Path) -> bool:
     return int(ckpt["epoch"]) + 1 >= int(ckpt[TRAIN_STATE_KEY]["settings"]["epochs"])
 
 
+def _arms(s: PipelineSettings, stages: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """The resolved fine-tune settings, hyp and teacher of each arm, read back from its run folder."""
+    arms = {}
+    for name, run in (("pruned+finetuned", s.out / "finetune"), ("control", s.out / "control")):
+        if name not in stages:
+            continue
+        args = yaml.safe_load((run / "args.yaml").read_text())
+        arms[name] = {"run": str(run), "weights": args.get("weights"), "teacher": args.get("teacher"),
+                      "settings": args["settings"], "hyp": yaml.safe_load((run / "hyp.yaml").read_text())}
+    return arms
+
+
 def _evaluate(s: PipelineSettings, data: Path, weights: Path, name: str) -> dict[str, Any]:
     """mAP on the val split plus params, GMACs and fused batch-1 latency, cached per stage."""
     from yolo_prune.data import load_data_config
@@ -188,7 +272,7 @@ def _evaluate(s: PipelineSettings, data: Path, weights: Path, name: str) -> dict
     cache = s.out / "eval" / f"{name.replace('+', '_')}.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    print(f"[5/5] evaluating {name} ({weights})")
+    print(f"[6/6] evaluating {name} ({weights})")
     loaded = api.load(weights, trust=s.trust)
     cfg = load_data_config(data)
     device = s.device or "cpu"
@@ -205,18 +289,32 @@ def _evaluate(s: PipelineSettings, data: Path, weights: Path, name: str) -> dict
     return row
 
 
-def _targets(baseline: dict[str, Any], finetuned: dict[str, Any]) -> dict[str, float]:
-    return {"map_retained": finetuned["map50_95"] / baseline["map50_95"] if baseline["map50_95"] else 0.0,
-            "macs_reduction": baseline["gmacs"] / finetuned["gmacs"]}
-
-
 def _write_pages(s: PipelineSettings, report: dict[str, Any]) -> None:
     from yolo_prune.report import build_report
 
-    notes = [f"Command: `yolo-prune run --out {s.out}` (settings in `settings.yaml`).",
-             f"mAP kept after pruning + fine-tuning: {report['targets']['map_retained']:.1%}; "
-             f"MACs reduction: {report['targets']['macs_reduction']:.2f}x."]
-    build_report(report["models"], s.out / "report", title="yolo-prune: baseline vs pruned vs fine-tuned", notes=notes)
+    t = report["targets"]
+    notes = [f"Command: `yolo-prune run --out {s.out}` (settings in `settings.yaml`). "
+             f"Baseline: {report['baseline_origin']}.", verdict(t)]
+    if s.distill:
+        notes.append("Distillation: the pruned arm learned from the baseline as teacher; the control did not.")
+    arms = report["arms"]
+    if "control" in arms:
+        same = {k: v for k, v in arms["control"]["settings"].items() if arms["pruned+finetuned"]["settings"][k] == v}
+        notes.append(f"Both arms: {s.finetune_epochs} epochs, the same hyp and seed "
+                     f"({len(same)}/{len(arms['control']['settings'])} fine-tune settings identical).")
+    build_report(report["models"], s.out / "report", title="yolo-prune: baseline, pruned, fine-tuned and control",
+                 notes=notes, summary=_retention_rows(t))
+
+
+def _retention_rows(t: dict[str, float | None]) -> list[tuple[str, Any]]:
+    return [("MACs reduction (baseline / pruned)", f"{t['macs_reduction']:.2f}x"),
+            ("retention mAP50-95 (pruned+finetuned / control)", _pct(t["retention_map50_95"])),
+            ("retention mAP50 (pruned+finetuned / control)", _pct(t["retention_map50"])),
+            ("mAP50-95 vs the baseline before fine-tuning", _pct(t["map_vs_baseline"]))]
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 * Three parameter groups: 0 = normalisation weights and bare parameters such as YOLOR
   implicit knowledge (no weight decay), 1 = conv/linear weights (weight decay), 2 = biases
   (no weight decay; warm-up starts them at ``warmup_bias_lr``).
-* SGD with Nesterov momentum.
+* SGD with Nesterov momentum (YOLOv7), or AdamW (hyp key ``optimizer``; Ultralytics' choice for
+  short runs).
 * The per-epoch factor ``lf(epoch)`` is a one-cycle cosine or a linear ramp from 1 to ``lrf``.
 * Warm-up ramps lr and momentum linearly per iteration, and the accumulation count from 1
   to ``nominal_batch / batch``.
@@ -43,11 +44,22 @@ def split_param_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Pa
     return no_decay, decay, bias
 
 
+OPTIMIZERS = ("SGD", "AdamW")
+
+
 def build_optimizer(model: nn.Module, *, lr0: float, momentum: float, weight_decay: float,
-                    nesterov: bool = True) -> torch.optim.SGD:
-    """SGD over the three groups of ``split_param_groups`` (indices ``NO_DECAY, DECAY, BIAS``)."""
+                    nesterov: bool = True, optimizer: str = "SGD") -> torch.optim.Optimizer:
+    """SGD or AdamW over the three groups of ``split_param_groups`` (indices ``NO_DECAY, DECAY, BIAS``).
+
+    AdamW takes ``momentum`` as its first beta (as Ultralytics does), so one hyp key serves both.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     no_decay, decay, bias = split_param_groups(model)
-    optimizer = torch.optim.SGD(no_decay, lr=lr0, momentum=momentum, nesterov=nesterov, weight_decay=0.0)
+    if optimizer == "AdamW":
+        optimizer = torch.optim.AdamW(no_decay, lr=lr0, betas=(momentum, 0.999), weight_decay=0.0)
+    else:
+        optimizer = torch.optim.SGD(no_decay, lr=lr0, momentum=momentum, nesterov=nesterov, weight_decay=0.0)
     optimizer.add_param_group({"params": decay, "weight_decay": weight_decay})
     optimizer.add_param_group({"params": bias, "weight_decay": 0.0})
     for group in optimizer.param_groups:

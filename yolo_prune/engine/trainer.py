@@ -119,7 +119,8 @@ class Trainer:
         self.loss_fn = self.adapter.loss(model, hyp)
         self.accumulate = accumulate_steps(s.nominal_batch, s.batch_size)
         weight_decay = scaled_weight_decay(hyp["weight_decay"], s.batch_size, self.accumulate, s.nominal_batch)
-        self.optimizer = build_optimizer(model, lr0=hyp["lr0"], momentum=hyp["momentum"], weight_decay=weight_decay)
+        self.optimizer = build_optimizer(model, lr0=hyp["lr0"], momentum=hyp["momentum"], weight_decay=weight_decay,
+                                         optimizer=hyp.get("optimizer", "SGD"))
         self.lf = lr_factor(s.lr_schedule, s.epochs, hyp["lrf"])
         self.ema = ModelEMA(model, s.ema_decay, s.ema_tau) if s.ema and self.dist.is_main else None
         self.amp = s.amp and self.device.type == "cuda"

@@ -14,7 +14,8 @@ from yolo_prune.reporting import format_cell, format_table
 
 # (entry key, column header); "MACs x" is computed against the first row
 COLUMNS = (("name", "model"), ("params_m", "params (M)"), ("gmacs", "GMACs"), ("macs_x", "MACs x"),
-           ("file_mib", "size (MiB)"), ("map50_95", "mAP50-95"), ("map50", "mAP50"), ("fps", "FPS"))
+           ("file_mib", "size (MiB)"), ("map50_95", "mAP50-95"), ("map50", "mAP50"), ("latency_ms", "latency (ms)"),
+           ("fps", "FPS"))
 
 
 def table_rows(entries: Sequence[dict[str, Any]]) -> list[list[Any]]:
@@ -28,7 +29,7 @@ def table_rows(entries: Sequence[dict[str, Any]]) -> list[list[Any]]:
 
 
 def build_report(entries: Sequence[dict[str, Any]], out_dir: str | Path, *, title: str = "yolo-prune report",
-                 notes: Sequence[str] = ()) -> dict[str, Path]:
+                 notes: Sequence[str] = (), summary: Sequence[tuple[str, Any]] = ()) -> dict[str, Path]:
     """Writes ``report.md``, ``report.html`` (images embedded), ``plots/*.png`` and ``entries.json``.
 
     Args:
@@ -37,6 +38,7 @@ def build_report(entries: Sequence[dict[str, Any]], out_dir: str | Path, *, titl
         out_dir: Output folder (created).
         title: Page title.
         notes: Extra markdown lines printed under the title (e.g. the command that made the runs).
+        summary: ``(label, value)`` pairs shown as a two-column table above the models (e.g. retention).
 
     Returns:
         ``{"markdown", "html", "entries", "<plot name>" ...}`` paths.
@@ -48,10 +50,10 @@ def build_report(entries: Sequence[dict[str, Any]], out_dir: str | Path, *, titl
     plots = _make_plots(entries, out_dir / "plots")
     headers = [h for _, h in COLUMNS]
     rows = table_rows(entries)
-    markdown = _markdown(title, notes, headers, rows, plots, out_dir)
+    markdown = _markdown(title, notes, headers, rows, plots, out_dir, summary)
     paths = {"entries": atomic_write_json({"models": entries}, out_dir / "entries.json"),
              "markdown": atomic_write_text(markdown, out_dir / "report.md"),
-             "html": atomic_write_text(_html(title, notes, headers, rows, plots), out_dir / "report.html")}
+             "html": atomic_write_text(_html(title, notes, headers, rows, plots, summary), out_dir / "report.html")}
     return {**paths, **plots}
 
 
@@ -71,9 +73,12 @@ _CAPTIONS = {"map_vs_gmacs": "mAP50-95 vs GMACs", "fps_vs_map": "FPS vs mAP50-95
 
 
 def _markdown(title: str, notes: Sequence[str], headers: list[str], rows: list[list[Any]], plots: dict[str, Path],
-              out_dir: Path) -> str:
+              out_dir: Path, summary: Sequence[tuple[str, Any]] = ()) -> str:
     rows = [[str(v).replace("|", "\\|") if isinstance(v, str) else v for v in row] for row in rows]
-    lines = [f"# {title}", "", *notes, "" if notes else None, format_table(rows, headers, markdown=True), ""]
+    lines = [f"# {title}", "", *notes, "" if notes else None]
+    if summary:
+        lines += [format_table([list(pair) for pair in summary], ["summary", "value"], markdown=True), ""]
+    lines += [format_table(rows, headers, markdown=True), ""]
     for key, path in plots.items():
         lines += [f"## {_CAPTIONS[key]}", "", f"![{_CAPTIONS[key]}]({path.relative_to(out_dir).as_posix()})", ""]
     return "\n".join(line for line in lines if line is not None)
@@ -90,13 +95,16 @@ def _inline_code(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
 
 
-def _html(title: str, notes: Sequence[str], headers: list[str], rows: list[list[Any]], plots: dict[str, Path]) -> str:
+def _html(title: str, notes: Sequence[str], headers: list[str], rows: list[list[Any]], plots: dict[str, Path],
+          summary: Sequence[tuple[str, Any]] = ()) -> str:
     esc = html.escape
+    pairs = "".join(f"<tr><td>{esc(str(k))}</td><td>{esc(format_cell(v))}</td></tr>" for k, v in summary)
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{esc(format_cell(v))}</td>" for v in row) + "</tr>" for row in rows)
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
              f"<style>{_STYLE}</style></head><body><h1>{esc(title)}</h1>",
              *(f"<p>{_inline_code(esc(n))}</p>" for n in notes),
+             f"<table><tbody>{pairs}</tbody></table>" if summary else "",
              f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"]
     for key, path in plots.items():
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")

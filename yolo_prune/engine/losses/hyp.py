@@ -1,6 +1,6 @@
 """Training hyper-parameters (YOLOv7's ``hyp.*.yaml``): loading and validation.
 
-A hyp file is a flat mapping of numbers. Every key of the official YOLOv7 files is
+A hyp file is a flat mapping of numbers (and the optimizer name). Every key of the official YOLOv7 files is
 required except ``loss_ota``; a few optional keys have defaults here, the one place they
 live. An unknown key (usually a typo) is an error naming the closest known key.
 """
@@ -23,7 +23,9 @@ REQUIRED_KEYS = OPTIMIZER_KEYS + LOSS_KEYS + ("iou_t",) + AUGMENT_KEYS
 OPTIONAL_DEFAULTS = {
     "loss_ota": 1,  # 1: OTA assignment (official default when the key is absent), 0: plain
     "label_smoothing": 0.0,  # class label smoothing epsilon (train.py --label-smoothing)
+    "optimizer": "SGD",  # SGD (YOLOv7) or AdamW; the one key that is a name, not a number
 }
+OPTIMIZER_NAMES = ("SGD", "AdamW")
 # Optional keys without a default: only their readers look for them.
 OPTIONAL_NO_DEFAULT = (
     "anchors",  # YOLOv5-style anchors per level (unused: anchors come from the model cfg)
@@ -68,7 +70,11 @@ def validate_hyp(hyp: object, *, source: str = "hyp") -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in hyp]
     if missing:
         raise HypError(f"{source}: {missing_keys_message(missing, 'training')}")
+    if hyp.get("optimizer", "SGD") not in OPTIMIZER_NAMES:
+        raise HypError(f"{source}: optimizer must be one of {', '.join(OPTIMIZER_NAMES)}, got {hyp['optimizer']!r}")
     for key, value in hyp.items():
+        if key == "optimizer":
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise HypError(f"{source}: {key} must be a finite number, got {value!r} ({type(value).__name__})")
     if hyp.get("loss_ota", 1) not in (0, 1):

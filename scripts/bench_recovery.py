@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""The recovery table: how much accuracy each pruning criterion and ratio keeps after one fine-tune budget.
+
+    python scripts/bench_recovery.py                          # shipped demo baseline, the demo set, 10 epochs
+    python scripts/bench_recovery.py --epochs 2 --ratios 0.5 --importances l2 random --no-distill \
+        --no-allocation --work /tmp/rec --out /tmp/rec/recovery.json   # smoke
+
+Every row starts from the same trained baseline and gets the same fine-tune (epochs, hyp, seed):
+ratios x criteria, distillation on/off at 0.5, and a sensitivity-allocated recipe against the uniform
+ratio of equal GMACs. The control is the unpruned baseline given that fine-tune; ``retention`` is a
+row's mAP50-95 over the control's. ``random`` is the sanity floor: uniform pruning at one ratio keeps
+the same channel counts whatever the criterion, so rows of one ratio have equal MACs and the table
+says by how many points each criterion beats random there. Writes the JSON (one ``retention`` per
+row) and a plot of mAP50-95 against GMACs, one line per criterion; re-running continues.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from yolo_prune.io import atomic_write_json  # noqa: E402
+from yolo_prune.recovery import Budget, run_arm, with_retention  # noqa: E402
+from yolo_prune.reporting import format_table  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--baseline", type=Path, help="trained checkpoint (default: the shipped demo baseline)")
+    p.add_argument("--data", type=Path, help="data yaml (default: the demo set the shipped baseline was trained on)")
+    p.add_argument("--work", type=Path, default=Path("runs/bench_recovery"), help="work folder (re-runs continue)")
+    p.add_argument("--out", type=Path, default=RESULTS / "recovery.json", help="result JSON (plot beside it)")
+    p.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5, 0.7])
+    p.add_argument("--importances", nargs="+", default=["l2", "random", "bn_scale", "taylor", "lamp"])
+    p.add_argument("--no-distill", dest="distill", action="store_false", help="skip the distillation row")
+    p.add_argument("--no-allocation", dest="allocation", action="store_false",
+                   help="skip the sensitivity-allocated vs uniform rows")
+    p.add_argument("--epochs", type=int, default=Budget.epochs, help="fine-tune budget of every row")
+    p.add_argument("--hyp", help="fine-tune hyp of every row (default: the project's)")
+    p.add_argument("--img", type=int, default=Budget.img_size)
+    p.add_argument("--round-to", type=int, default=8)
+    p.add_argument("--reduction", type=float, default=3.0, help="allocation target: baseline GMACs / this")
+    p.add_argument("--scan-images", type=int, default=50, help="val images scoring each sensitivity point")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    baseline, data = resolve_inputs(args)
+    budget = Budget(epochs=args.epochs, img_size=args.img, hyp=args.hyp, workers=args.workers, seed=args.seed)
+    control = run_arm(args.work, "control", baseline, data, budget)
+    rows: list[dict[str, Any]] = []
+
+    def write() -> dict[str, Any]:
+        result = summarise(args, baseline, data, budget, control, rows, time.perf_counter() - started)
+        atomic_write_json(result, args.out)
+        return result
+
+    taylor_data = _train_split(data)
+    for ratio in args.ratios:
+        for importance in args.importances:
+            settings = {"pruning_ratio": ratio, "importance": importance, "round_to": args.round_to, "seed": args.seed}
+            rows.append(run_arm(args.work, f"{importance}-r{ratio}", baseline, data, budget, prune_settings=settings,
+                                taylor_data=taylor_data) | {"criterion": importance, "ratio": ratio})
+            write()
+    if args.distill:
+        settings = {"pruning_ratio": 0.5, "importance": "l2", "round_to": args.round_to, "seed": args.seed}
+        rows.append(run_arm(args.work, "l2-r0.5-distill", baseline, data, budget, prune_settings=settings,
+                            teacher=baseline) | {"criterion": "l2+distill", "ratio": 0.5})
+        write()
+    if args.allocation:
+        rows.extend(allocation_rows(args, baseline, data, budget))
+    result = write()
+    print_table(result)
+    print(f"\nwritten {args.out} and {args.out.with_suffix('.png')} ({result['wall_s']:.0f} s)")
+    return result
+
+
+def resolve_inputs(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The baseline and data: given ones, or the shipped baseline and the demo set it was trained on."""
+    if args.baseline and args.data:
+        return args.baseline, args.data
+    from yolo_prune.data.synthetic import make_synthetic_dataset
+    from yolo_prune.pipeline import SHIPPED_BASELINE, shipped_baseline_card
+
+    made = shipped_baseline_card()["data"]
+    data_yaml = args.data or args.work / "data" / "data.yaml"
+    if not data_yaml.exists():
+        make_synthetic_dataset(data_yaml.parent, n_train=made["n_train"], n_val=made["n_val"],
+                               img_size=made["img_size"], seed=made["seed"], profile=made["profile"])
+    return args.baseline or SHIPPED_BASELINE, data_yaml
+
+
+def allocation_rows(args: argparse.Namespace, baseline: Path, data: Path, budget: Budget) -> list[dict[str, Any]]:
+    """A sensitivity-allocated recipe and the uniform ratio of equal GMACs, both fine-tuned with ``budget``."""
+    from yolo_prune import api
+    from yolo_prune.pruning.allocation import (Target, allocate_and_verify, target_from_reduction,
+                                               uniform_ratio_for_target)
+    from yolo_prune.pruning.sensitivity import SensitivityResult, make_map_score_fn, scan_sensitivity
+
+    loaded = api.load(baseline)
+    adapter = api.adapter_of(loaded)
+    prune_settings = {"importance": "l2", "round_to": args.round_to}
+    scan_path = args.work / "scan" / "sensitivity.json"
+    if scan_path.exists():
+        scan = SensitivityResult.load(scan_path)
+    else:
+        score_fn = make_map_score_fn(loaded, data, img_size=args.img, max_images=args.scan_images,
+                                     batch_size=budget.batch_size, device="cpu", workers=args.workers)
+        scan = scan_sensitivity(loaded.model, adapter, score_fn, ratios=[0.3, 0.5, 0.7], units="stride",
+                                img_size=args.img, prune_settings=prune_settings)
+        scan.settings["metric"] = "map50_95"
+        scan.save(scan_path.parent)
+    ratio, uniform_gmacs = uniform_ratio_for_target(loaded.model, adapter,
+                                                    target_from_reduction(scan, "gmacs", args.reduction),
+                                                    img_size=args.img, prune_settings=prune_settings)
+    alloc = allocate_and_verify(scan, Target("gmacs", uniform_gmacs, tolerance=0.02), loaded.model, adapter,
+                                img_size=args.img, prune_settings=prune_settings)
+    recipe = alloc.to_recipe(name="allocated", provenance={"created_by": "scripts/bench_recovery.py"},
+                             **prune_settings)
+    uniform = {"pruning_ratio": ratio, **prune_settings, "seed": args.seed}
+    return [run_arm(args.work, "uniform-equal-gmacs", baseline, data, budget, prune_settings=uniform)
+            | {"criterion": "uniform (l2)", "ratio": ratio},
+            run_arm(args.work, "allocated", baseline, data, budget, prune_settings=recipe.prune_kwargs())
+            | {"criterion": "allocated (l2)", "ratio": None}]
+
+
+def summarise(args: argparse.Namespace, baseline: Path, data: Path, budget: Budget, control: dict[str, Any],
+              rows: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
+    """The JSON: settings, control, rows with retention, and each criterion's margin over random."""
+    from yolo_prune.recovery import evaluate_checkpoint
+
+    rows = with_retention(rows, control)
+    base = evaluate_checkpoint(baseline, data, budget, stats=True)
+    result = {"command": "python scripts/bench_recovery.py " + " ".join(sys.argv[1:]), "baseline": str(baseline),
+              "baseline_metrics": base, "data": str(data), "budget": budget.__dict__, "control": control,
+              "rows": rows, "vs_random": vs_random(rows), "wall_s": round(wall_s, 1)}
+    plot(result, args.out.with_suffix(".png"))
+    return result
+
+
+def vs_random(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """For each criterion and ratio: mAP50-95 points above random at the same ratio (equal MACs)."""
+    random = {r["ratio"]: r for r in rows if r["criterion"] == "random"}
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        ref = random.get(r["ratio"])
+        if ref is None or r["criterion"] == "random":
+            continue
+        equal_macs = abs(r["gmacs"] / ref["gmacs"] - 1) < 0.05
+        out.setdefault(r["criterion"], {})[str(r["ratio"])] = {
+            "points": round(100 * (r["map50_95"] - ref["map50_95"]), 2), "equal_macs": equal_macs,
+            "beats_random": r["map50_95"] > ref["map50_95"]}
+    return out
+
+
+def print_table(result: dict[str, Any]) -> None:
+    c = result["control"]
+    print(f"baseline mAP50-95 {result['baseline_metrics']['map50_95']:.4f}, {result['baseline_metrics']['gmacs']:.3f} "
+          f"GMACs; control (same {result['budget']['epochs']}-epoch fine-tune, unpruned) {c['map50_95']:.4f}")
+    rows = [[r["criterion"], r["ratio"], r["gmacs"], r["params_m"], r["latency_ms"], r["map50_95_pruned"],
+             r["map50_95"], r["retention"]] for r in result["rows"]]
+    print(format_table(rows, ["criterion", "ratio", "GMACs", "params (M)", "CPU ms", "mAP50-95 pruned",
+                              "mAP50-95 fine-tuned", "retention"]))
+    for criterion, by_ratio in result["vs_random"].items():
+        cells = ", ".join(f"r{k}: {v['points']:+.1f} pts" for k, v in by_ratio.items())
+        print(f"{criterion} vs random at equal MACs: {cells}")
+
+
+def plot(result: dict[str, Any], path: Path) -> Path:
+    """mAP50-95 after fine-tuning against GMACs, one line per criterion; baseline and control marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from yolo_prune.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for criterion in dict.fromkeys(r["criterion"] for r in result["rows"]):
+        pts = sorted((r["gmacs"], r["map50_95"]) for r in result["rows"] if r["criterion"] == criterion)
+        ax.plot(*zip(*pts), marker="o", label=criterion)
+    base = result["baseline_metrics"]
+    ax.scatter([base["gmacs"]], [base["map50_95"]], marker="*", s=150, color="black", zorder=5, label="baseline")
+    ax.axhline(result["control"]["map50_95"], color="grey", ls="--", label="control (unpruned, same fine-tune)")
+    ax.set_xlabel("GMACs per image (at the training size)")
+    ax.set_ylabel("mAP50-95 after fine-tuning")
+    ax.set_title(f"Recovery after {result['budget']['epochs']} fine-tune epochs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def _train_split(data: Path) -> tuple[Path, Path]:
+    from yolo_prune.data import load_data_config
+
+    cfg = load_data_config(data)
+    return cfg.train_images, cfg.train_ann
+
+
+if __name__ == "__main__":
+    main()
