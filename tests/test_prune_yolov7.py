@@ -202,8 +202,9 @@ def test_prune_command_iterative_with_fine_tuning(tmp_path):
     from yolo_prune.data.synthetic import make_synthetic_dataset
 
     data = make_synthetic_dataset(tmp_path / "data", n_train=4, n_val=2, img_size=64, seed=0, profile="hard")
-    model = build_yolov7("yolov7-tiny", width=0.125, nc=6)
-    weights = api.save(LoadedModel(model, "yolov7", [f"c{i}" for i in range(6)], [8, 16, 32]), tmp_path / "m.pt")
+    names = yaml.safe_load(data.read_text())["names"]  # the model's classes are the data's
+    model = build_yolov7("yolov7-tiny", width=0.125, nc=len(names))
+    weights = api.save(LoadedModel(model, "yolov7", names, [8, 16, 32]), tmp_path / "m.pt")
     out = tmp_path / "it.pt"
     assert cli_main(["prune", "--weights", str(weights), "--img", "64", "--ratio", "0.5", "--steps", "2",
                      "--data", str(data), "--epochs-per-step", "1", "--out", str(out), "--no-latency"]) == 0

@@ -337,3 +337,11 @@ def test_rebuilt_class_outputs_are_seeded():
         fit_classes(loaded, adapter, ["a", "b"], seed=3)
         heads.append(loaded.model.model[-1].m[0].weight.clone())
     assert torch.equal(*heads)
+
+
+def test_report_sizes_compare_one_precision():
+    from yolo_prune.report import make_entry
+
+    entry = make_entry({"name": "pruned", "file_mib": 6.4, "fp16_mib": 3.2})  # an fp32 file, 3.2 MiB in fp16
+    assert entry["file_mib"] == 3.2
+    assert make_entry({"name": "release", "file_mb": 12.0})["file_mib"] == 12.0  # older JSONs still read

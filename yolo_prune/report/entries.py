@@ -6,7 +6,9 @@ An entry is a plain dict with these keys (any may be None except ``name``):
     source      str     checkpoint path (used to merge rows from different JSONs)
     params_m    float   parameters, millions
     gmacs       float   multiply-accumulates at the run's input size, billions
-    file_mib    float   checkpoint file size, MiB (2**20 bytes)
+    file_mib    float   size in MiB (2**20 bytes): of the weights in float16 where the run JSON
+                        gives it (``fp16_mib``, so models of one precision are compared),
+                        else of the checkpoint file
     map50_95    float   COCO mAP@[.5:.95] (0..1)
     map50       float   COCO mAP@.5 (0..1)
     fps         float   images per second (batch 1 unless the run says otherwise)
@@ -58,6 +60,8 @@ def make_entry(values: dict[str, Any], *, name: str | None = None, strict: bool 
     entry["name"] = str(entry["name"] or source_stem or name or "model")
     if entry["source"] is not None:
         entry["source"] = str(entry["source"])
+    if values.get("fp16_mib") is not None:  # one precision for every model (files may be fp16 or fp32)
+        entry["file_mib"] = values["fp16_mib"]
     if entry["fps"] is None and entry["latency_ms"]:
         entry["fps"] = 1000.0 / float(entry["latency_ms"])
     return entry
