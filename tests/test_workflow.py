@@ -345,3 +345,18 @@ def test_report_sizes_compare_one_precision():
     entry = make_entry({"name": "pruned", "file_mib": 6.4, "fp16_mib": 3.2})  # an fp32 file, 3.2 MiB in fp16
     assert entry["file_mib"] == 3.2
     assert make_entry({"name": "release", "file_mb": 12.0})["file_mib"] == 12.0  # older JSONs still read
+
+
+def test_report_names_repeated_roles_apart_and_compares_macs_within_a_family():
+    from yolo_prune.report.entries import make_entry, merge_entries
+    from yolo_prune.report.render import table_rows
+
+    entries = merge_entries([
+        make_entry({"source": "runs/a/weights/best.pt", "gmacs": 4.0, "family": "yolov7"}),
+        make_entry({"source": "runs/b/weights/best.pt", "gmacs": 2.0, "family": "yolov7"}),
+        make_entry({"name": "yolov8n", "gmacs": 8.0, "family": "ultralytics"}),
+        make_entry({"name": "yolov8n-pruned", "gmacs": 2.0, "family": "ultralytics"}),
+    ])
+    assert [e["name"] for e in entries] == ["best (a/weights)", "best (b/weights)", "yolov8n", "yolov8n-pruned"]
+    macs_x = [row[3] for row in table_rows(entries)]
+    assert macs_x == [1.0, 2.0, 1.0, 4.0]

@@ -168,7 +168,7 @@ def describe_model(loaded, img_size: int, *, measure: bool = True, file: Path | 
     here float32; YOLOv7 files are float16 both).
     """
     sizes = {"file_mib": file.stat().st_size / 2**20 if file is not None else None,
-             "fp16_mib": _fp16_size_mib(loaded.model)}
+             "fp16_mib": _fp16_size_mib(loaded.model), "family": loaded.family}
     if not measure:
         from yolo_prune.benchmark import model_stats
 

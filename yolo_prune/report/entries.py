@@ -14,6 +14,7 @@ An entry is a plain dict with these keys (any may be None except ``name``):
     fps         float   images per second (batch 1 unless the run says otherwise)
     latency_ms  float   per-image latency
     channels    dict    {conv name: output channels}
+    family      str     detector family (``yolov7``, ``ultralytics``): "MACs x" compares within one
 
 Accepted files (``entries_from_json``):
 
@@ -34,7 +35,8 @@ from typing import Any, Iterable
 
 from yolo_prune.registry import unknown_name_message
 
-ENTRY_KEYS = ("name", "source", "params_m", "gmacs", "file_mib", "map50_95", "map50", "fps", "latency_ms", "channels")
+ENTRY_KEYS = ("name", "source", "params_m", "gmacs", "file_mib", "map50_95", "map50", "fps", "latency_ms", "channels",
+              "family")
 # other spellings seen in run JSONs -> entry key
 _ALIASES = {"mAP50-95": "map50_95", "map": "map50_95", "mAP50": "map50", "latency_ms_median": "latency_ms",
             "weights": "source", "out": "source", "size_mb": "file_mib", "file_mb": "file_mib"}
@@ -150,7 +152,31 @@ def merge_entries(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         for field, value in entry.items():
             if merged[key].get(field) is None and value is not None:
                 merged[key][field] = value
-    return list(merged.values())
+    return distinct_names(list(merged.values()))
+
+
+def distinct_names(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Entries whose shown names repeat (two runs' ``best``) get the folders that tell them apart.
+
+    ``runs/a/weights/best.pt`` and ``runs/b/weights/best.pt`` become ``best (a/weights)`` and
+    ``best (b/weights)``; entries without a source are numbered (``best #2``).
+    """
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        by_name.setdefault(entry["name"], []).append(entry)
+    for name, same in by_name.items():
+        if len(same) < 2:
+            continue
+        folders = [Path(str(e["source"])).parent.parts if e.get("source") else () for e in same]
+        for depth in range(1, max(len(f) for f in folders) + 1):
+            tails = ["/".join(f[-depth:]) for f in folders]
+            if len(set(tails)) == len(tails) and all(tails):
+                break
+        else:
+            tails = [""] * len(same)
+        for k, (entry, tail) in enumerate(zip(same, tails)):
+            entry["name"] = f"{name} ({tail})" if tail else (name if k == 0 else f"{name} #{k + 1}")
+    return entries
 
 
 def _merge_key(entry: dict[str, Any]) -> str:
