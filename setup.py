@@ -5,8 +5,8 @@ where a source checkout and an editable install find them. A wheel (``pip instal
 ``pip wheel .``) has no repository around it, so the build copies them into the package;
 ``yolo_prune.paths`` looks there first.
 """
-from pathlib import Path
 import shutil
+from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
@@ -18,6 +18,7 @@ class BuildWithConfigs(build_py):
     """``build_py`` that also copies the yaml files of ``configs/`` into ``yolo_prune/configs``."""
 
     def run(self) -> None:
+        """Builds the packages, then copies the configs beside them."""
         super().run()
         target = Path(self.build_lib) / "yolo_prune" / "configs"
         if target.exists():

@@ -58,6 +58,7 @@ class MP(nn.Module):
         self.m = nn.MaxPool2d(kernel_size=k, stride=k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Max-pools with stride equal to the kernel."""
         return self.m(x)
 
 
@@ -69,6 +70,7 @@ class SP(nn.Module):
         self.m = nn.MaxPool2d(kernel_size=k, stride=s, padding=k // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Max-pools with ``padding = k // 2`` (shape kept at stride 1)."""
         return self.m(x)
 
 
@@ -76,6 +78,7 @@ class ReOrg(nn.Module):
     """Space-to-depth: ``[B, C, H, W] -> [B, 4C, H/2, W/2]`` (stem of the P6 models)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Stacks the four pixel phases on the channel axis."""
         return torch.cat([x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]], 1)
 
 
@@ -87,6 +90,7 @@ class Concat(nn.Module):
         self.d = dimension
 
     def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
+        """Concatenates the inputs along ``dimension``."""
         return torch.cat(x, self.d)
 
 
@@ -98,6 +102,7 @@ class Shortcut(nn.Module):
         self.d = dimension
 
     def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
+        """Adds the two inputs."""
         return x[0] + x[1]
 
 
@@ -112,11 +117,13 @@ class Conv(nn.Module):
         self.act = _activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Conv, BatchNorm, activation (``fuseforward`` once fused)."""
         if not hasattr(self, "bn"):  # fused, but pickled without the instance ``forward``
             return self.fuseforward(x)
         return self.act(self.bn(self.conv(x)))
 
     def fuseforward(self, x: torch.Tensor) -> torch.Tensor:
+        """Conv and activation: the forward of a fused layer (BatchNorm folded into the conv)."""
         return self.act(self.conv(x))
 
     def fuse(self) -> None:
@@ -139,6 +146,7 @@ class DownC(nn.Module):
         self.mp = nn.MaxPool2d(kernel_size=k, stride=k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Concatenates the strided conv branch and the max-pool branch."""
         return torch.cat((self.cv2(self.cv1(x)), self.cv3(self.mp(x))), dim=1)
 
 
@@ -159,6 +167,7 @@ class SPPCSPC(nn.Module):
         self.cv7 = Conv(2 * c_, c2, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The CSP spatial-pyramid-pooling block."""
         x1 = self.cv4(self.cv3(self.cv1(x)))
         y1 = self.cv6(self.cv5(torch.cat([x1] + [m(x1) for m in self.m], 1)))
         return self.cv7(torch.cat((y1, self.cv2(x)), dim=1))
@@ -176,6 +185,7 @@ class ImplicitA(nn.Module):
         nn.init.normal_(self.implicit, mean=self.mean, std=self.std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Adds the implicit knowledge to ``x``."""
         return self.implicit + x
 
 
@@ -191,6 +201,7 @@ class ImplicitM(nn.Module):
         nn.init.normal_(self.implicit, mean=self.mean, std=self.std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Multiplies ``x`` by the implicit knowledge."""
         return self.implicit * x
 
 
@@ -218,6 +229,7 @@ class RepConv(nn.Module):
         self.rbr_1x1 = nn.Sequential(nn.Conv2d(c1, c2, 1, s, 0, groups=g, bias=False), nn.BatchNorm2d(c2))
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The re-parameterised conv once fused, else the sum of the 3x3, 1x1 and identity branches."""
         if hasattr(self, "rbr_reparam"):
             return self.act(self.rbr_reparam(inputs))
         out = self.rbr_dense(inputs) + self.rbr_1x1(inputs)

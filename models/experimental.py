@@ -22,7 +22,9 @@ def attempt_load(weights: str | Path, map_location: str | torch.device | None = 
         fuse: Fold Conv+BN, RepConv and implicit terms as the official loader does.
         trust: Allow arbitrary pickled objects (runs code from the file).
     """
-    from yolo_prune.io.checkpoint import load_checkpoint  # late: yolo_prune.io imports models
+    # The one import of ``models`` that reaches up into yolo_prune, and lazily: the safe loader owns
+    # the allow-list of the classes defined here (``models`` stays importable on its own).
+    from yolo_prune.adapters.yolov7.checkpoint import load_checkpoint
 
     if isinstance(weights, (list, tuple)):
         raise ValueError(f"attempt_load takes one checkpoint path, got a list of {len(weights)}; "

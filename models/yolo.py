@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import difflib
 import logging
 import math
 import re
@@ -24,14 +25,24 @@ import yaml
 from torch import nn
 
 from models.common import (
-    MP, SP, SPPCSPC, Concat, Conv, DownC, ImplicitA, ImplicitM, ReOrg, RepConv, Shortcut,
+    MP,
+    SP,
+    SPPCSPC,
+    Concat,
+    Conv,
+    DownC,
+    ImplicitA,
+    ImplicitM,
+    ReOrg,
+    RepConv,
+    Shortcut,
 )
-from yolo_prune.paths import MODEL_CFGS_DIR
-from yolo_prune.registry import unknown_name_message
 
 logger = logging.getLogger(__name__)
 
-CFG_ROOT = MODEL_CFGS_DIR  # configs/models/{training,deploy}
+# configs/models/{training,deploy} of this checkout (the same folder as yolo_prune.paths.MODEL_CFGS_DIR:
+# ``models`` is the lowest layer and imports nothing of yolo_prune).
+CFG_ROOT = Path(__file__).resolve().parents[1] / "configs" / "models"
 
 
 class _YoloHead(nn.Module):
@@ -109,7 +120,7 @@ class _YoloHead(nn.Module):
         """Folds ``ia`` (added before ``m``) and ``im`` (multiplied after) into ``m`` in place."""
         if "forward" in self.__dict__:  # already switched to fuseforward: folding twice is wrong
             return
-        for conv, ia, im in zip(self.m, self.ia, self.im):
+        for conv, ia, im in zip(self.m, self.ia, self.im, strict=True):
             w = conv.weight.reshape(conv.weight.shape[0], -1)  # [out, in] of the 1x1 conv
             conv.bias += (w @ ia.implicit.reshape(-1, 1).to(w.dtype)).squeeze(1)
             scale = im.implicit.reshape(-1).to(w.dtype)
@@ -117,7 +128,7 @@ class _YoloHead(nn.Module):
             conv.weight *= scale.reshape(-1, 1, 1, 1)
         # Neutral implicits: the official loader fuses every model it loads again, which must
         # then be a no-op (it would fold the terms a second time otherwise).
-        for ia, im in zip(self.ia, self.im):
+        for ia, im in zip(self.ia, self.im, strict=True):
             ia.implicit.zero_()
             im.implicit.fill_(1.0)
         self.forward = self.fuseforward  # official convention
@@ -132,6 +143,7 @@ class Detect(_YoloHead):
         self.m = nn.ModuleList(nn.Conv2d(x, self.no * self.na, 1) for x in ch)
 
     def forward(self, x: list[torch.Tensor]) -> Any:
+        """Raw maps in training mode; decoded predictions and maps in eval mode."""
         return self.fuseforward(x)
 
     def fuse(self) -> None:
@@ -149,6 +161,7 @@ class IDetect(_YoloHead):
         self.im = nn.ModuleList(ImplicitM(self.no * self.na) for _ in ch)
 
     def forward(self, x: list[torch.Tensor]) -> Any:
+        """Like ``Detect``, with the implicit terms around each output conv."""
         x = list(x)
         z = []
         for i in range(self.nl):
@@ -170,6 +183,7 @@ class IAuxDetect(_YoloHead):
         self.im = nn.ModuleList(ImplicitM(self.no * self.na) for _ in ch[: self.nl])
 
     def forward(self, x: list[torch.Tensor]) -> Any:
+        """Lead maps then auxiliary maps in training mode; the lead predictions in eval mode."""
         x = list(x)
         z = []
         for i in range(self.nl):
@@ -198,7 +212,16 @@ _ACTIVATIONS: dict[str, Callable[..., nn.Module]] = {
 _ACTIVATION_RE = re.compile(r"^nn\.(\w+)\((.*)\)$")
 
 
+def unknown_name_message(kind: str, name: str, known: Any) -> str:
+    """'unknown X 'foo'. Did you mean 'fo'? Known X names: ...' (the wording of ``yolo_prune.registry``)."""
+    known_names = sorted(known)
+    close = difflib.get_close_matches(str(name), known_names, n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"unknown {kind} {name!r}.{hint} Known {kind} names: {', '.join(known_names)}"
+
+
 def make_divisible(x: float, divisor: int) -> int:
+    """``x`` rounded up to a multiple of ``divisor`` (channel counts of scaled cfgs)."""
     return math.ceil(x / divisor) * divisor
 
 
@@ -346,7 +369,7 @@ class Model(nn.Module):
         head = self.model[-1]
         convs = [(head.m, head.stride)] + ([(head.m2, head.stride)] if isinstance(head, IAuxDetect) else [])
         for modules, strides in convs:
-            for conv, s in zip(modules, strides):
+            for conv, s in zip(modules, strides, strict=True):
                 b = conv.bias.view(head.na, -1)
                 b[:, 4] += math.log(8 / (640 / s) ** 2)
                 b[:, 5:] += math.log(0.6 / (head.nc - 0.99))
@@ -379,7 +402,7 @@ class Model(nn.Module):
         """Test-time augmentation as in the official code: scales 1, 0.83, 0.67; middle one flipped."""
         img_size = x.shape[-2:]
         outputs = []
-        for scale, flip in zip((1, 0.83, 0.67), (None, 3, None)):
+        for scale, flip in zip((1, 0.83, 0.67), (None, 3, None), strict=True):
             xi = scale_img(x.flip(flip) if flip else x, scale, gs=int(self.stride.max()))
             yi = self.forward_once(xi)[0]
             yi = torch.cat((yi[..., :4] / scale, yi[..., 4:]), -1)

@@ -22,16 +22,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from yolo_prune import api  # noqa: E402
+from yolo_prune.cli.sensitivity import format_allocation  # noqa: E402
 from yolo_prune.io import atomic_write_json  # noqa: E402
-from yolo_prune.pruning.allocation import (Target, allocate_and_verify, target_from_reduction,  # noqa: E402
-                                           uniform_ratio_for_target)
+from yolo_prune.pruning.allocation import Target, allocate_and_verify, target_from_reduction, uniform_ratio_for_target  # noqa: E402
 from yolo_prune.pruning.recipe import save_recipe  # noqa: E402
 from yolo_prune.pruning.sensitivity import SensitivityResult, make_map_score_fn, scan_sensitivity  # noqa: E402
-from yolo_prune.pruning.sensitivity_cli import format_allocation  # noqa: E402
 from yolo_prune.reporting import format_table  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The benchmark's flags."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, default=Path("runs/bench_allocation"), help="work folder (reused on re-runs)")
     p.add_argument("--data", type=Path, help="data yaml (default: the synthetic shapes set in --work)")
@@ -56,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Runs the comparison; prints the table and returns what ``bench.json`` holds."""
     args = parse_args(argv)
     started = time.perf_counter()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def synthetic_data(args: argparse.Namespace) -> Path:
+    """The data yaml: ``--data`` or the synthetic shapes set in ``--work``."""
     from yolo_prune.data.synthetic import make_synthetic_dataset
 
     data_yaml = args.work / "data" / "data.yaml"
@@ -113,7 +115,7 @@ def synthetic_data(args: argparse.Namespace) -> Path:
 def train(args: argparse.Namespace, data: Path, run: Path, *, epochs: int, cfg: str | None = None,
           weights: Any = None) -> Path:
     """Trains (or fine-tunes) into ``run`` unless its best.pt is already there; returns best.pt."""
-    from yolo_prune.engine import finetune
+    from yolo_prune.api import finetune
 
     best = run / "weights" / "best.pt"
     if best.exists() and (run / "done").exists():
@@ -126,11 +128,12 @@ def train(args: argparse.Namespace, data: Path, run: Path, *, epochs: int, cfg: 
 
 def sensitivity(args: argparse.Namespace, loaded: Any, data: Path, device: str,
                 prune_settings: dict[str, Any]) -> SensitivityResult:
+    """The sensitivity scan of ``loaded`` (read back from ``--work`` when it is there)."""
     path = args.work / "scan" / "sensitivity.json"
     if path.exists():
         return SensitivityResult.load(path)
-    score_fn = make_map_score_fn(loaded, data, img_size=args.img, max_images=args.scan_images, batch_size=args.batch,
-                                 device=device, workers=args.workers)
+    score_fn = make_map_score_fn(loaded, api.adapter_of(loaded), data, img_size=args.img, max_images=args.scan_images,
+                                 batch_size=args.batch, device=device, workers=args.workers)
     scan = scan_sensitivity(loaded.model, api.adapter_of(loaded), score_fn, ratios=args.ratios, units=args.units,
                             img_size=args.img, prune_settings=prune_settings)
     scan.settings["metric"] = "map50_95"

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Evaluation benchmark: end-to-end evaluation throughput, and the COCO metric time of
-faster-coco-eval vs pycocotools on the same detections.
+"""Evaluation benchmark: end-to-end throughput, and the COCO metric time of both backends.
+
+The metric time compares faster-coco-eval and pycocotools on the same detections.
 
     python scripts/bench_eval.py                      # synthetic val set, random yolov7-tiny, 640
     python scripts/bench_eval.py --weights best.pt --data data/synthetic/data.yaml --device 0
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from yolo_prune import api  # noqa: E402
 from yolo_prune.data import CocoDetectionDataset, load_data_config  # noqa: E402
 from yolo_prune.data.synthetic import CLASSES, make_synthetic_dataset  # noqa: E402
-from yolo_prune.engine.distributed import select_device  # noqa: E402
+from yolo_prune.devices import select_device  # noqa: E402
 from yolo_prune.evaluation import coco_metrics, evaluate  # noqa: E402
 from yolo_prune.evaluation.coco_eval import STAT_NAMES  # noqa: E402
 from yolo_prune.io import atomic_write_json  # noqa: E402
@@ -33,6 +34,7 @@ from yolo_prune.reporting import format_table  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The benchmark's flags."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, help="data.yaml (default: write a synthetic set under --work)")
     p.add_argument("--work", type=Path, help="folder for the synthetic set (default: a temporary one)")
@@ -68,6 +70,7 @@ def _time_backend(gt: dict, results: list[dict], backend: str, repeats: int, ima
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluates once end to end, then times both metric backends on the same detections."""
     device = select_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         nc = load_data_config(args.data).nc if args.data else len(CLASSES)
@@ -84,7 +87,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results = json.loads((Path(tmp) / "dets.json").read_text())
     gt, ids = dataset.coco.dataset, dataset.image_ids
     timing = {b: _time_backend(gt, results, b, args.repeats, ids) for b in ("faster_coco_eval", "pycocotools")}
-    diff = max(abs(a - b) for a, b in zip(timing["faster_coco_eval"]["stats"], timing["pycocotools"]["stats"]))
+    diff = max(abs(a - b) for a, b in zip(timing["faster_coco_eval"]["stats"], timing["pycocotools"]["stats"], strict=True))
     return {"settings": {**metrics["settings"], "n_images": metrics["n_images"], "model": args.weights or args.cfg,
                          "data": str(args.data or "synthetic"), "workers": args.workers},
             "eval_images_per_s_inference_loop": metrics["images_per_s"],
@@ -96,6 +99,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_report(report: dict[str, Any]) -> None:
+    """Prints the throughput and metric-time tables."""
     s = report["settings"]
     print(f"{s['model']} on {s['data']} ({s['n_images']} images, img {s['img_size']}, batch {s['batch_size']}, "
           f"{s['device']}, half={s['half']}): {report['n_detections']} detections")
@@ -110,6 +114,7 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the benchmark, prints and writes its figures; returns the exit status."""
     args = parse_args(argv)
     report = run(args)
     print_report(report)

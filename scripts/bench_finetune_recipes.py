@@ -41,6 +41,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The benchmark's flags."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--baseline", type=Path, help="trained checkpoint (default: the shipped demo baseline)")
     p.add_argument("--data", type=Path, help="data yaml (default: the demo set of the shipped baseline)")
@@ -59,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Fine-tunes the pruned model with each recipe; prints and writes the comparison."""
     from bench_recovery import resolve_inputs  # the same baseline / data resolution
 
     args = parse_args(argv)
@@ -111,7 +113,8 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("fine-tune epoch")
     ax.set_ylabel("validation mAP50-95 (EMA model)")
-    ax.set_title(f"Recovery of the pruned model (ratio {report['prune']['pruning_ratio']}); dotted: controls")
+    controls = "; dotted: controls" if any("control" in r for r in report["candidates"]) else ""
+    ax.set_title(f"Recovery of the pruned model (ratio {report['prune']['pruning_ratio']}){controls}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -26,6 +26,7 @@ from yolo_prune.reporting import format_table  # noqa: E402
 
 
 def main() -> None:
+    """Prunes at each ``--round-to`` and prints the GMACs and latency table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cfg", default="yolov7")
     parser.add_argument("--img", type=int, default=640)

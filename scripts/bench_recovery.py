@@ -31,6 +31,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The benchmark's flags."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--baseline", type=Path, help="trained checkpoint (default: the shipped demo baseline)")
     p.add_argument("--data", type=Path, help="data yaml (default: the demo set the shipped baseline was trained on)")
@@ -53,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Runs every arm and the control; prints the table and returns what the JSON holds."""
     args = parse_args(argv)
     started = time.perf_counter()
     baseline, data = resolve_inputs(args)
@@ -103,8 +105,12 @@ def resolve_inputs(args: argparse.Namespace) -> tuple[Path, Path]:
 def allocation_rows(args: argparse.Namespace, baseline: Path, data: Path, budget: Budget) -> list[dict[str, Any]]:
     """A sensitivity-allocated recipe and the uniform ratio of equal GMACs, both fine-tuned with ``budget``."""
     from yolo_prune import api
-    from yolo_prune.pruning.allocation import (Target, allocate_and_verify, target_from_reduction,
-                                               uniform_ratio_for_target)
+    from yolo_prune.pruning.allocation import (
+        Target,
+        allocate_and_verify,
+        target_from_reduction,
+        uniform_ratio_for_target,
+    )
     from yolo_prune.pruning.sensitivity import SensitivityResult, make_map_score_fn, scan_sensitivity
 
     loaded = api.load(baseline)
@@ -114,7 +120,7 @@ def allocation_rows(args: argparse.Namespace, baseline: Path, data: Path, budget
     if scan_path.exists():
         scan = SensitivityResult.load(scan_path)
     else:
-        score_fn = make_map_score_fn(loaded, data, img_size=args.img, max_images=args.scan_images,
+        score_fn = make_map_score_fn(loaded, adapter, data, img_size=args.img, max_images=args.scan_images,
                                      batch_size=budget.batch_size, device="cpu", workers=args.workers)
         scan = scan_sensitivity(loaded.model, adapter, score_fn, ratios=[0.3, 0.5, 0.7], units="stride",
                                 img_size=args.img, prune_settings=prune_settings)
@@ -164,6 +170,7 @@ def vs_random(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def print_table(result: dict[str, Any]) -> None:
+    """Prints the arms against the control (retention) as a table."""
     c = result["control"]
     print(f"baseline mAP50-95 {result['baseline_metrics']['map50_95']:.4f}, {result['baseline_metrics']['gmacs']:.3f} "
           f"GMACs; control (same {result['budget']['epochs']}-epoch fine-tune, unpruned) {c['map50_95']:.4f}")
@@ -188,7 +195,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for criterion in dict.fromkeys(r["criterion"] for r in result["rows"]):
         pts = sorted((r["gmacs"], r["map50_95"]) for r in result["rows"] if r["criterion"] == criterion)
-        ax.plot(*zip(*pts), marker="o", label=criterion)
+        ax.plot(*zip(*pts, strict=True), marker="o", label=criterion)
     base = result["baseline_metrics"]
     ax.scatter([base["gmacs"]], [base["map50_95"]], marker="*", s=150, color="black", zorder=5, label="baseline")
     ax.axhline(result["control"]["map50_95"], color="grey", ls="--", label="control (unpruned, same fine-tune)")

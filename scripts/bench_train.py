@@ -26,6 +26,7 @@ SHARED_TINY = Path(__file__).resolve().parents[2] / "shared" / "checkpoints" / "
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The benchmark's flags."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, help=f"checkpoint (default {SHARED_TINY.name} if present)")
     parser.add_argument("--cfg", default="yolov7-tiny", help="cfg to build when there are no weights")
@@ -43,10 +44,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_trainer(args: argparse.Namespace, out_dir: Path) -> tuple:
+    """A ``Trainer`` on the model of ``--weights`` (or ``--cfg``) with the hyp of ``--hyp``."""
     from yolo_prune import api
-    from yolo_prune.engine.distributed import select_device
+    from yolo_prune.devices import select_device
     from yolo_prune.engine.finetune import default_hyp_path
-    from yolo_prune.engine.losses import load_hyp
+    from yolo_prune.engine.hyp import load_hyp
     from yolo_prune.engine.settings import TrainSettings
     from yolo_prune.engine.trainer import Trainer
 
@@ -62,6 +64,7 @@ def build_trainer(args: argparse.Namespace, out_dir: Path) -> tuple:
 
 def train_loader(args: argparse.Namespace, hyp: dict, stride: int,
                  data_dir: Path) -> torch.utils.data.DataLoader:
+    """The augmented training loader over a synthetic shapes set written to ``data_dir``."""
     from yolo_prune.data import CocoDetectionDataset, build_dataloader, load_data_config
     from yolo_prune.data.synthetic import make_synthetic_dataset
 
@@ -73,6 +76,7 @@ def train_loader(args: argparse.Namespace, hyp: dict, stride: int,
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Times the training step and the whole loop; prints images/s; returns the exit status."""
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

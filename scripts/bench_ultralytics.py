@@ -33,6 +33,7 @@ from yolo_prune.reporting import format_table  # noqa: E402
 
 
 def main() -> None:
+    """Prints the speed table (part 1) and, with ``--epochs``, the accuracy table (part 2)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cfgs", nargs="+", default=["yolov8n.yaml", "yolo11n.yaml"])
     parser.add_argument("--img", type=int, default=640)
@@ -80,12 +81,13 @@ def _speed_rows(cfg: str, args: argparse.Namespace) -> list[list]:
 def _measure(model: torch.nn.Module, adapter, args: argparse.Namespace) -> list[float]:
     stats = model_stats(model, args.img)
     fused = adapter.fuse(model)
-    latency = measure_latency(fused, args.img, batch=1, warmup=3, runs=args.runs, threads=args.threads)
+    latency = measure_latency(fused, args.img, batch=1, warmup=3, runs=args.runs, threads=args.threads,
+                              decode=adapter.decode)
     return [stats["params_m"], stats["gmacs"], latency["latency_ms_median"]]
 
 
 def _accuracy_row(cfg: str, args: argparse.Namespace, out: Path) -> list:
-    from yolo_prune.adapters.ultralytics_train import finetune
+    from yolo_prune.adapters.ultralytics.trainer import finetune
     from yolo_prune.data import CocoDetectionDataset, load_data_config
     from yolo_prune.data.synthetic import make_synthetic_dataset
     from yolo_prune.evaluation import evaluate

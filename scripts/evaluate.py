@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """COCO mAP, speed and size of a checkpoint. Same flags as ``yolo-prune eval``; see --help.
 
-    python scripts/evaluate.py --weights best.pt --data data/synthetic/data.yaml --img 640
+python scripts/evaluate.py --weights best.pt --data data/synthetic/data.yaml --img 640
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from yolo_prune.cli import main as cli_main  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``yolo-prune eval`` with ``argv``; returns the exit status."""
     return cli_main(["eval", *(sys.argv[1:] if argv is None else argv)])
 
 

@@ -12,6 +12,7 @@ from yolo_prune.cli import main as cli_main  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``yolo-prune make-synthetic`` with ``argv``; returns the exit status."""
     return cli_main(["make-synthetic", *(sys.argv[1:] if argv is None else argv)])
 
 

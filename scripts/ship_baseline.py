@@ -31,6 +31,7 @@ _HEADER = re.compile(r"profile (\w+): seed (\d+), img_size (\d+), (\d+) train / 
 
 
 def main(argv: list[str] | None = None) -> Path:
+    """Copies a finished run's best.pt into the package assets with its card; returns the checkpoint."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path, help="the finetune run folder (args.yaml, results.csv, weights/best.pt)")
     p.add_argument("--out", type=Path, default=SHIPPED_BASELINE)

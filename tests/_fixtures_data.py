@@ -1,5 +1,7 @@
-"""Helpers for the data / evaluation / benchmark tests: tiny COCO sets and a detector whose
-boxes are exact, so the whole evaluation pipeline can be checked against known answers."""
+"""Helpers for the data / evaluation / benchmark tests: tiny COCO sets and an exact detector.
+
+The detector's boxes are exact, so the whole evaluation pipeline can be checked against known answers.
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -30,8 +32,9 @@ def write_coco(path: Path, images: list[dict], annotations: list[dict],
 
 def write_box_dataset(root: Path, *, sizes: tuple[tuple[int, int], ...] = ((96, 128), (128, 96), (128, 128), (96, 128)),
                       crowd: bool = True) -> tuple[Path, Path]:
-    """Images (h, w) with one solid box per colour class at even coordinates, plus one image
-    without objects and (optionally) a crowd box; PNG so pixels are exact.
+    """Images (h, w) with one solid box per colour class at even coordinates.
+
+    Plus one image without objects and (optionally) a crowd box; PNG so pixels are exact.
 
     Returns ``(images_dir, ann_file)``.
     """

@@ -30,6 +30,7 @@ def build_yolov7(cfg: str = "yolov7-tiny", *, width: float = 0.25, nc: int | Non
         width: ``width_multiple`` override (channels are rounded up to multiples of 8).
         nc: Number of classes (default: the cfg's 80).
         kind: ``'training'`` or ``'deploy'`` when ``cfg`` is a family name.
+        seed: Seeds the random initialisation.
     """
     from models.yolo import CFG_ROOT, Model, load_cfg
 

@@ -5,9 +5,9 @@ import copy
 
 import pytest
 import torch
+from _fixtures_data import OracleDetector
 from torch import nn
 
-from _fixtures_data import OracleDetector
 from yolo_prune.benchmark import benchmark_suite, measure_latency, model_stats
 
 
@@ -69,9 +69,12 @@ def test_benchmark_suite_on_cuda_adds_fp16():
 
 
 def test_channels_last_layout_keeps_outputs_and_is_reported():
-    """NHWC timing must time the same computation: a YOLO model (with non-4D anchor buffers)
-    converts, and gives the same outputs as in NCHW."""
+    """NHWC timing must time the same computation.
+
+    A YOLO model (with non-4D anchor buffers) converts, and gives the same outputs as in NCHW.
+    """
     from conftest import build_yolov7
+
     from yolo_prune.benchmark.latency import to_channels_last
 
     model = build_yolov7("yolov7-tiny", width=0.125)

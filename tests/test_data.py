@@ -9,10 +9,18 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from _fixtures_data import BOX_CLASSES, load_script, write_box_dataset, write_coco
-from yolo_prune.data import (CocoDetectionDataset, DataError, DataWarning, build_dataloader, letterbox,
-                             load_coco_annotations, load_data_config, scale_boxes)
+
+from yolo_prune.data import (
+    CocoDetectionDataset,
+    DataError,
+    DataWarning,
+    build_dataloader,
+    letterbox,
+    load_coco_annotations,
+    load_data_config,
+    scale_boxes,
+)
 from yolo_prune.data import augment as aug
 from yolo_prune.data.transforms import cxcywh_to_xyxy, map_boxes, xyxy_to_cxcywh
 

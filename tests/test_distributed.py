@@ -122,8 +122,9 @@ def test_two_process_gloo_step_matches_one_process_on_joined_batch(tmp_path):
         result = torch.load(tmp_path / f"rank{rank}.pt")
         for kind in ("grads", "weights"):
             for name, expected in reference[kind].items():
+                where = f"rank {rank} {kind} {name}"
                 torch.testing.assert_close(result[kind][name], expected, rtol=1e-5, atol=1e-6,
-                                           msg=lambda m: f"rank {rank} {kind} {name}: {m}")
+                                           msg=lambda m, where=where: f"{where}: {m}")
 
 
 def test_single_process_info_is_not_distributed(monkeypatch):

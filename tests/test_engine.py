@@ -8,8 +8,17 @@ import torch
 from torch import nn
 
 from yolo_prune.engine.ema import ModelEMA
-from yolo_prune.engine.optim import (BIAS, DECAY, NO_DECAY, accumulate_steps, apply_warmup, build_optimizer,
-                                     lr_factor, split_param_groups, warmup_iterations)
+from yolo_prune.engine.optim import (
+    BIAS,
+    DECAY,
+    NO_DECAY,
+    accumulate_steps,
+    apply_warmup,
+    build_optimizer,
+    lr_factor,
+    split_param_groups,
+    warmup_iterations,
+)
 from yolo_prune.engine.plots import ResultsLog, plot_results
 from yolo_prune.engine.settings import TrainSettings
 
@@ -90,8 +99,7 @@ def test_adamw_keeps_the_three_groups_and_takes_momentum_as_beta1():
 
 
 def test_hyp_names_its_optimizer_and_refuses_unknown_ones():
-    from yolo_prune.engine.losses import HypError, validate_hyp
-
+    from yolo_prune.engine.hyp import HypError, validate_hyp
     from yolo_prune.paths import HYP_DIR
 
     official = yaml.safe_load((HYP_DIR / "hyp.scratch.tiny.yaml").read_text())
@@ -106,7 +114,7 @@ def test_lr_factor_runs_from_one_to_lrf(schedule):
     lf = lr_factor(schedule, epochs=10, lrf=0.2)
     values = [lf(e) for e in range(10)]
     assert values[0] == pytest.approx(1.0) and values[-1] == pytest.approx(0.2)
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
 
 
 def test_lr_factor_unknown_schedule_names_choices():
@@ -163,7 +171,7 @@ import copy  # noqa: E402
 import yaml  # noqa: E402
 
 from yolo_prune.adapters import get_adapter  # noqa: E402
-from yolo_prune.engine.finetune import finetune  # noqa: E402
+from yolo_prune.api import finetune  # noqa: E402
 from yolo_prune.engine.hooks import TrainerCallbacks  # noqa: E402
 from yolo_prune.engine.trainer import Trainer  # noqa: E402
 from yolo_prune.paths import HYP_DIR, MODEL_CFGS_DIR  # noqa: E402
@@ -206,7 +214,7 @@ def _fixed_batch():
 
 
 def _trainer(loaded, hyp_path, tmp_path, **kwargs):
-    from yolo_prune.engine.losses import load_hyp
+    from yolo_prune.engine.hyp import load_hyp
 
     settings = TrainSettings(epochs=1, img_size=IMG, batch_size=2, nominal_batch=2, device="cpu", workers=0)
     return Trainer(copy.deepcopy(loaded.model), get_adapter("yolov7"), None, None, hyp=load_hyp(hyp_path),
@@ -224,7 +232,8 @@ def test_loss_falls_when_overfitting_two_images(tiny_model, fast_hyp, tmp_path):
 
 
 def test_distillation_term_vanishes_for_an_identical_teacher(tiny_model, fast_hyp, tmp_path):
-    from yolo_prune.engine.losses import build_distill_loss, load_hyp
+    from yolo_prune.adapters.yolov7 import build_distill_loss
+    from yolo_prune.engine.hyp import load_hyp
 
     teacher = copy.deepcopy(tiny_model.model).eval()
     trainer = _trainer(tiny_model, fast_hyp, tmp_path, teacher=teacher,
@@ -248,8 +257,8 @@ def _tiny_cfg(tmp_path):
 
 
 def test_cli_one_epoch_writes_checkpoints_results_and_config(shapes_data, fast_hyp, tmp_path, capsys):
+    from yolo_prune.adapters.yolov7.checkpoint import load_checkpoint, read_checkpoint
     from yolo_prune.cli import main
-    from yolo_prune.io import load_checkpoint, read_checkpoint
 
     out = tmp_path / "run"
     argv = ["finetune", "--cfg", str(_tiny_cfg(tmp_path)), "--data", str(shapes_data), "--hyp", str(fast_hyp),
@@ -277,7 +286,7 @@ class _Interrupt(TrainerCallbacks):
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(tiny_model, shapes_data, fast_hyp, tmp_path):
-    from yolo_prune.io import read_checkpoint
+    from yolo_prune.adapters.yolov7.checkpoint import read_checkpoint
 
     kwargs = dict(data=shapes_data, hyp=fast_hyp, epochs=2, img_size=IMG, batch_size=2, nominal_batch=2,
                   workers=0, device="cpu", val=False, close_mosaic=1)
@@ -311,7 +320,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_model, shapes_
     _assert_same_optimizer_state(check.optimizer, saved["optimizer"])
     whole, resumed = (read_checkpoint(tmp_path / run / "weights" / "last.pt") for run in ("whole", "cut"))
     for key in ("model", "ema"):
-        for (name, a), b in zip(whole[key].state_dict().items(), resumed[key].state_dict().values()):
+        for (name, a), b in zip(whole[key].state_dict().items(), resumed[key].state_dict().values(), strict=True):
             assert torch.equal(a, b), f"{key}.{name} differs after resume"
     _assert_same_optimizer_state(whole["optimizer"], resumed["optimizer"])
     assert _losses(whole["training_results"]) == _losses(resumed["training_results"])
@@ -335,7 +344,7 @@ def _assert_same_optimizer_state(a: dict, b: dict) -> None:
 
 def test_bad_hyp_and_data_files_give_clear_errors(tiny_model, shapes_data, tmp_path):
     from yolo_prune.data import DataError
-    from yolo_prune.engine.losses import HypError
+    from yolo_prune.engine.hyp import HypError
 
     bad_hyp = tmp_path / "hyp.yaml"
     bad_hyp.write_text((HYP_DIR / "hyp.finetune.yaml").read_text().replace("lr0:", "lr_0:"))
@@ -354,8 +363,8 @@ def test_bad_hyp_and_data_files_give_clear_errors(tiny_model, shapes_data, tmp_p
 
 def test_cli_sparse_training_shrinks_bn_scales(shapes_data, fast_hyp, tmp_path):
     """--sparse bn_l1 (network slimming) pulls BN scales towards zero compared with plain training."""
+    from yolo_prune.adapters.yolov7.checkpoint import read_checkpoint
     from yolo_prune.cli import main
-    from yolo_prune.io import read_checkpoint
 
     def gamma_l1(run):
         model = read_checkpoint(run / "weights" / "last.pt")["model"]

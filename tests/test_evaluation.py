@@ -1,5 +1,8 @@
-"""Evaluation: NMS against a brute-force reference, COCO metrics against pycocotools, and the
-whole evaluate() pipeline on a dataset whose boxes a fake detector finds exactly."""
+"""Evaluation: NMS, COCO metrics and the whole evaluate() pipeline, each against a reference.
+
+NMS against a brute-force reference, COCO metrics against pycocotools, and evaluate() on a
+dataset whose boxes a fake detector finds exactly.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -11,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _fixtures_data import REPO_ROOT, OracleDetector, load_script, random_gt_and_detections, write_box_dataset
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from _fixtures_data import REPO_ROOT, OracleDetector, load_script, random_gt_and_detections, write_box_dataset
 from yolo_prune.data import CocoDetectionDataset, DataError
 from yolo_prune.evaluation import coco_metrics, evaluate, non_max_suppression
 from yolo_prune.evaluation.coco_eval import STAT_NAMES
@@ -55,7 +58,7 @@ def test_nms_matches_brute_force(agnostic, max_det):
     pred[..., :2] *= 100
     pred[..., 2:4] = pred[..., 2:4] * 40 + 5
     out = non_max_suppression(pred, conf_thres=0.05, iou_thres=0.5, max_det=max_det, agnostic=agnostic)
-    for got, x in zip(out, pred):
+    for got, x in zip(out, pred, strict=True):
         ref = brute_force_nms(x, 0.05, 0.5, max_det, agnostic)
         assert got.shape == ref.shape and len(ref) > 0
         torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-4)
@@ -82,7 +85,7 @@ def test_nms_empty_and_bad_shape():
 
 # -- COCO metrics against pycocotools ------------------------------------------------------
 def reference_stats(gt: dict, dets: list[dict], tmp_path: Path) -> np.ndarray:
-    """pycocotools the documented way: json files, COCO(), loadRes(), COCOeval."""
+    """Pycocotools the documented way: json files, COCO(), loadRes(), COCOeval."""
     gt_file, dt_file = tmp_path / "gt.json", tmp_path / "dt.json"
     gt_file.write_text(json.dumps(gt))
     dt_file.write_text(json.dumps(dets))
@@ -129,7 +132,7 @@ def test_backends_agree_per_class():
     gt, dets = random_gt_and_detections(7, n_images=20)
     a = coco_metrics(gt, dets, backend="faster_coco_eval")
     b = coco_metrics(gt, dets, backend="pycocotools")
-    for ra, rb in zip(a["per_class"], b["per_class"]):
+    for ra, rb in zip(a["per_class"], b["per_class"], strict=True):
         assert ra["ap50_95"] == pytest.approx(rb["ap50_95"], abs=1e-12)
     # the mean of the per-class AP is the headline mAP
     assert np.mean([r["ap50_95"] for r in a["per_class"]]) == pytest.approx(a["map50_95"], abs=1e-12)

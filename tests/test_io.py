@@ -1,4 +1,4 @@
-"""Safe checkpoint loading and saving (``yolo_prune.io.checkpoint``).
+"""Safe checkpoint loading and saving (``yolo_prune.adapters.yolov7.checkpoint``).
 
 Official-format files with random weights live in ../shared/checkpoints/yolov7; every other
 file is written under ``tmp_path``.
@@ -12,18 +12,18 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch_pruning as tp
 import yaml
-
 from conftest import REPO_ROOT, build_yolov7, randomise_bn
+
 from models.common import Conv
 from models.experimental import attempt_load
 from models.yolo import CFG_ROOT, Model, load_cfg
 from yolo_prune.adapters import get_adapter
-from yolo_prune.io import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from yolo_prune.adapters.yolov7.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from yolo_prune.io import CheckpointError
 
 IMG = 64
 OFFICIAL_KEYS = {"epoch", "best_fitness", "training_results", "model", "ema", "updates", "optimizer", "wandb_id"}
@@ -242,7 +242,7 @@ def test_round_trip_is_bit_exact_also_in_a_fresh_process(tmp_path, tiny_yolov7):
     script = textwrap.dedent(f"""
         import torch
         torch.set_num_threads(1)
-        from yolo_prune.io import load_checkpoint
+        from yolo_prune.adapters.yolov7.checkpoint import load_checkpoint
         model = load_checkpoint({str(path)!r}).model
         with torch.no_grad():
             torch.save(model(torch.load({str(tmp_path / 'x.pt')!r}))[0], {str(tmp_path / 'y.pt')!r})

@@ -13,9 +13,16 @@ import torch
 from torch import nn
 from torchvision.ops import complete_box_iou_loss
 
-from yolo_prune.engine.losses import (HypError, bbox_ciou, box_iou, build_distill_loss, build_yolov7_loss,
-                                      find_candidates, load_hyp, scale_hyp_for_model, validate_hyp)
-from yolo_prune.engine.losses.ota import match_image
+from yolo_prune.adapters.yolov7 import (
+    bbox_ciou,
+    box_iou,
+    build_distill_loss,
+    build_yolov7_loss,
+    find_candidates,
+    scale_hyp_for_model,
+)
+from yolo_prune.adapters.yolov7.ota import match_image
+from yolo_prune.engine.hyp import HypError, load_hyp, validate_hyp
 from yolo_prune.paths import HYP_DIR
 
 HYP_FILES = sorted(HYP_DIR.glob("hyp.*.yaml"))
@@ -99,9 +106,9 @@ def test_candidates_three_cells_and_anchor_ratio():
     anchors = torch.tensor([[[2.0, 2.0], [10.0, 10.0]]])
     cand = find_candidates([(8, 8)], targets, anchors, anchor_t=4.0, bias=0.5)
     assert set(cand.anchor.tolist()) == {0}
-    assert sorted(zip(cand.gi.tolist(), cand.gj.tolist())) == [(1, 5), (2, 5), (2, 6)]
+    assert sorted(zip(cand.gi.tolist(), cand.gj.tolist(), strict=True)) == [(1, 5), (2, 5), (2, 6)]
     wide = find_candidates([(8, 8)], targets, anchors, anchor_t=4.0, bias=1.0)
-    assert sorted(zip(wide.gi.tolist(), wide.gj.tolist())) == [(1, 5), (2, 4), (2, 5), (2, 6), (3, 5)]
+    assert sorted(zip(wide.gi.tolist(), wide.gj.tolist(), strict=True)) == [(1, 5), (2, 4), (2, 5), (2, 6), (3, 5)]
     assert wide.target.tolist() == [0] * 5 and wide.image.tolist() == [0] * 5
 
 

@@ -11,9 +11,9 @@ import copy
 import pytest
 import torch
 import torch_pruning as tp
+from conftest import YOLOV7_FAMILIES, build_yolov7, randomise_bn
 from torch import nn
 
-from conftest import YOLOV7_FAMILIES, build_yolov7, randomise_bn
 from models.common import Conv, ImplicitA, ImplicitM, RepConv
 from models.yolo import CFG_ROOT, IAuxDetect, IDetect, Model, load_cfg
 from yolo_prune.adapters import get_adapter
@@ -61,7 +61,7 @@ def test_cfg_builds_and_runs_per_contract(case):
     outs = model(x)
     n_maps = 2 * head.nl if isinstance(head, IAuxDetect) else head.nl
     assert len(outs) == n_maps
-    for out, s in zip(outs, list(head.stride) * 2):
+    for out, s in zip(outs, list(head.stride) * 2, strict=False):
         assert out.shape == (2, head.na, IMG // int(s), IMG // int(s), 8)
         assert torch.isfinite(out).all()
     sum(o.float().mean() for o in outs).backward()
@@ -97,7 +97,7 @@ def test_fuse_matches_unfused(case):
     fused = copy.deepcopy(model).fuse().eval()
     got = _run(fused, x)
     torch.testing.assert_close(got[0], expected[0], rtol=1e-4, atol=1e-4)
-    for g, e in zip(got[1], expected[1]):
+    for g, e in zip(got[1], expected[1], strict=False):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
     assert all(hasattr(m, "rbr_reparam") for m in fused.modules() if isinstance(m, RepConv))

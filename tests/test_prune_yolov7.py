@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import YOLOV7_FAMILIES, build_yolov7, randomise_bn
+
 from yolo_prune import api
 from yolo_prune.adapters import LoadedModel, get_adapter
 from yolo_prune.cli import main as cli_main
@@ -54,7 +54,7 @@ def test_ratio_zero_changes_no_output(tiny_yolov7):
     x = torch.rand(1, 3, IMG, IMG)
     before = _outputs(tiny_yolov7, x)
     result = prune_model(tiny_yolov7, get_adapter("yolov7"), img_size=IMG, pruning_ratio=0.0)
-    assert all(torch.equal(a, b) for a, b in zip(before, _outputs(result.model, x)))
+    assert all(torch.equal(a, b) for a, b in zip(before, _outputs(result.model, x), strict=True))
 
 
 def test_fuse_after_pruning_matches_unfused():
@@ -88,9 +88,9 @@ def test_implicit_parameters_follow_their_convs():
     model = build_yolov7("yolov7-tiny", width=0.25)
     prune_model(model, get_adapter("yolov7"), img_size=IMG, pruning_ratio=0.5)
     head = model.model[-1]
-    for ia, conv in zip(head.ia, head.m):
+    for ia, conv in zip(head.ia, head.m, strict=True):
         assert ia.implicit.shape[1] == conv.in_channels == ia.channel
-    for im, conv in zip(head.im, head.m):
+    for im, conv in zip(head.im, head.m, strict=True):
         assert im.implicit.shape[1] == conv.out_channels  # the head's outputs are never pruned
 
 
@@ -216,8 +216,10 @@ def test_prune_command_iterative_with_fine_tuning(tmp_path):
 
 
 def test_fused_model_prunes_saves_and_loads_safely(tmp_path):
-    """A fused (deploy) model - Conv without BN, RepConv re-parameterised, forward bound to
-    fuseforward - prunes, and its file loads back in safe mode with the same outputs."""
+    """A fused (deploy) model prunes, and its file loads back in safe mode with the same outputs.
+
+    Fused: Conv without BN, RepConv re-parameterised, forward bound to fuseforward.
+    """
     adapter = get_adapter("yolov7")
     model = adapter.fuse(randomise_bn(build_yolov7("yolov7", width=0.125, nc=3)).eval())
     result = prune_model(model, adapter, img_size=IMG, pruning_ratio=0.5)

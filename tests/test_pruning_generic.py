@@ -5,9 +5,9 @@ import copy
 
 import pytest
 import torch
+from _toy import ToyAdapter
 from torch import nn
 
-from _toy import ToyAdapter
 from yolo_prune.pruning import IMPORTANCES, PruningError, prune_model
 
 

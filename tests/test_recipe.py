@@ -5,13 +5,20 @@ import copy
 
 import pytest
 import torch
+from _toy import ToyAdapter
 from torch import nn
 
-from _toy import ToyAdapter
 from yolo_prune.paths import PRUNE_RECIPES_DIR
 from yolo_prune.pruning import prune_model
-from yolo_prune.pruning.recipe import (Recipe, RecipeError, load_recipe, read_recipe, recipe_from_dict,
-                                       resolve_recipe_path, save_recipe)
+from yolo_prune.pruning.recipe import (
+    Recipe,
+    RecipeError,
+    load_recipe,
+    read_recipe,
+    recipe_from_dict,
+    resolve_recipe_path,
+    save_recipe,
+)
 
 IMG = 64
 SHIPPED = sorted(PRUNE_RECIPES_DIR.glob("*.yaml"))

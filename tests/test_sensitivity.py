@@ -6,15 +6,19 @@ import copy
 import pytest
 import torch
 import torch_pruning as tp
+from _toy import ToyAdapter
 from torch import nn
 
-from _toy import ToyAdapter
 from yolo_prune.pruning import prune_model
-from yolo_prune.pruning.allocation import (Target, allocate, allocate_and_verify, target_from_reduction,
-                                           uniform_ratio_for_target)
+from yolo_prune.pruning.allocation import (
+    Target,
+    allocate,
+    allocate_and_verify,
+    target_from_reduction,
+    uniform_ratio_for_target,
+)
 from yolo_prune.pruning.recipe import load_recipe, save_recipe
-from yolo_prune.pruning.sensitivity import (ScanPoint, SensitivityResult, SensitivityUnit, list_units,
-                                            scan_sensitivity)
+from yolo_prune.pruning.sensitivity import ScanPoint, SensitivityResult, SensitivityUnit, list_units, scan_sensitivity
 
 IMG = 64
 
@@ -78,7 +82,7 @@ def test_scan_returns_one_curve_per_group(toy, scan):
     for unit in scan.units:
         assert [p.ratio for p in unit.points] == [0.25, 0.5, 0.75]
         macs = [scan.baseline["macs"]] + [p.macs for p in unit.points]
-        assert all(a > b for a, b in zip(macs, macs[1:])), f"{unit.name}: MACs must fall with the ratio"
+        assert all(a > b for a, b in zip(macs, macs[1:], strict=False)), f"{unit.name}: MACs must fall with the ratio"
         assert all(p.score < 1.0 and p.pruned_channels > 0 for p in unit.points)
 
 
@@ -135,7 +139,7 @@ def test_allocation_meets_its_target_within_5_percent(toy, scan, tmp_path, metri
 
 def _unit(name: str, drops: list[float], savings: list[float], ratios=(0.25, 0.5, 0.75)) -> SensitivityUnit:
     """A hand-made curve: baseline score 1.0, baseline MACs 100 (so GMACs 100e-9 ... in MACs units)."""
-    points = [ScanPoint(ratio=r, score=1.0 - d, macs=100.0 - s, params=1000) for r, d, s in zip(ratios, drops, savings)]
+    points = [ScanPoint(ratio=r, score=1.0 - d, macs=100.0 - s, params=1000) for r, d, s in zip(ratios, drops, savings, strict=True)]
     return SensitivityUnit(name=name, patterns=[f"{name}.conv"], channels=16, points=points)
 
 

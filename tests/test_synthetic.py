@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _fixtures_data import load_script
+
 from yolo_prune.data import CocoDetectionDataset, load_coco_annotations, load_data_config
 from yolo_prune.data.synthetic import CLASSES, PROFILES, make_synthetic_dataset
 

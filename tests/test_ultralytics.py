@@ -22,8 +22,8 @@ from torch import nn  # noqa: E402
 ul = pytest.importorskip("ultralytics")
 
 from yolo_prune.adapters import adapter_for_model, get_adapter  # noqa: E402
-from yolo_prune.adapters.ultralytics_blocks import rewrite_split_blocks  # noqa: E402
-from yolo_prune.adapters.ultralytics_train import coco_to_yolo, finetune  # noqa: E402
+from yolo_prune.adapters.ultralytics.blocks import rewrite_split_blocks  # noqa: E402
+from yolo_prune.adapters.ultralytics.trainer import coco_to_yolo, finetune  # noqa: E402
 from yolo_prune.io import CheckpointError  # noqa: E402
 from yolo_prune.pruning import conv_out_channels, prune_model  # noqa: E402
 
@@ -339,7 +339,7 @@ def test_short_finetune_keeps_pruned_model_and_fp32(adapter, coco_data, tmp_path
         ckpt = torch.load(weights / name, map_location="cpu", weights_only=False)
         assert all(p.dtype == torch.float32 for p in ckpt["model"].state_dict().values() if p.is_floating_point())
     changed = any(not torch.equal(a, b) for a, b in zip(tuned.model.state_dict().values(),
-                                                         loaded.model.state_dict().values()))
+                                                         loaded.model.state_dict().values(), strict=True))
     assert changed  # one epoch moved the weights (and ``loaded`` itself was not trained in place)
     results = ul.YOLO(str(weights / "best.pt")).predict(np.zeros((64, 64, 3), np.uint8), imgsz=IMG, verbose=False)
     assert len(results) == 1
@@ -347,7 +347,7 @@ def test_short_finetune_keeps_pruned_model_and_fp32(adapter, coco_data, tmp_path
 
 @pytest.mark.slow
 def test_yolo_train_with_pruned_trainer_keeps_architecture(pruned_v8, coco_data, tmp_path):
-    from yolo_prune.adapters.ultralytics_train import PrunedDetectionTrainer
+    from yolo_prune.adapters.ultralytics.trainer import PrunedDetectionTrainer
 
     loaded, path = pruned_v8
     _, splits = coco_data
@@ -421,7 +421,7 @@ def test_saved_ultralytics_file_has_no_numpy_global(pruned_v8):
 
 
 def test_drop_in_yolo_trains_with_the_pruned_trainer(pruned_v8):
-    from yolo_prune.adapters.ultralytics_train import PrunedDetectionTrainer
+    from yolo_prune.adapters.ultralytics.trainer import PrunedDetectionTrainer
     from yolo_prune.ultralytics import YOLO
 
     _, path = pruned_v8

@@ -5,11 +5,15 @@ import copy
 
 import pytest
 import torch
+from _toy import ToyAdapter
 from torch import nn
 
-from _toy import ToyAdapter
-from yolo_prune.pruning.unstructured import (channel_ratio_for_sparsity, prunable_layers, sparsity_contrast,
-                                             unstructured_prune)
+from yolo_prune.pruning.unstructured import (
+    channel_ratio_for_sparsity,
+    prunable_layers,
+    sparsity_contrast,
+    unstructured_prune,
+)
 
 IMG = 64
 

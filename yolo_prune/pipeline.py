@@ -14,7 +14,6 @@ interrupted fine-tune resumes from its ``last.pt``: re-running the command conti
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -28,13 +27,14 @@ from yolo_prune import api
 from yolo_prune.io import atomic_write_json, atomic_write_text
 from yolo_prune.paths import HYP_DIR
 from yolo_prune.reporting import format_table
+from yolo_prune.settings import JobSettings
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 SHIPPED_BASELINE = ASSETS_DIR / "yolov7-tiny-demo.pt"   # its recipe and scores: the .json beside it
 
 
 @dataclass
-class PipelineSettings:
+class PipelineSettings(JobSettings):
     """Every default of the main job, in one place (sized for a 2-core CPU by default)."""
 
     weights: Path | None = None       # the user's checkpoint; None: the shipped baseline (or train one)
@@ -63,43 +63,6 @@ class PipelineSettings:
     seed: int = 0
     trust: bool = False
     fps_runs: int = 20
-
-
-def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Adds the main job's flags; each defaults to ``PipelineSettings``."""
-    d = PipelineSettings()
-    parser.add_argument("--weights", type=Path, help="your checkpoint (default: the shipped demo baseline)")
-    parser.add_argument("--train-baseline", action="store_true",
-                        help=f"train the baseline from --cfg for --baseline-epochs instead of the shipped one")
-    parser.add_argument("--cfg", default=d.cfg, help="model cfg of a baseline trained here (default %(default)s)")
-    parser.add_argument("--data", type=Path, help="your data yaml (default: generate the synthetic shapes set)")
-    parser.add_argument("--profile", default=d.profile, help="synthetic profile: demo or hard (%(default)s)")
-    parser.add_argument("--out", type=Path, default=d.out, help="run folder; re-running continues (default %(default)s)")
-    parser.add_argument("--img", "--img-size", dest="img_size", type=int, default=d.img_size, help="train/eval size (%(default)s)")
-    parser.add_argument("--baseline-epochs", type=int, default=d.baseline_epochs)
-    parser.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs,
-                        help="fine-tune budget of both arms (default %(default)s)")
-    parser.add_argument("--batch", "--batch-size", dest="batch_size", type=int, default=d.batch_size)
-    parser.add_argument("--ratio", type=float, default=d.ratio, help="channel pruning ratio (%(default)s)")
-    parser.add_argument("--importance", default=d.importance)
-    parser.add_argument("--round-to", type=int, default=d.round_to)
-    parser.add_argument("--distill", action="store_true", help="distil from the baseline (pruned arm only)")
-    parser.add_argument("--no-control", dest="control", action="store_false",
-                        help="skip the control arm (no retention figure)")
-    parser.add_argument("--hyp-finetune", help="fine-tuning hyp of both arms (default: configs/hyp/hyp.finetune.yaml)")
-    parser.add_argument("--synthetic-train", type=int, default=d.synthetic_train)
-    parser.add_argument("--synthetic-val", type=int, default=d.synthetic_val)
-    parser.add_argument("--device", default=d.device)
-    parser.add_argument("--workers", type=int, default=d.workers)
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--trust-checkpoint", dest="trust", action="store_true")
-    return parser
-
-
-def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
-    """CLI entry: namespace -> settings -> ``main_job``."""
-    fields = {f.name for f in dataclasses.fields(PipelineSettings)}
-    return main_job(PipelineSettings(**{k: v for k, v in vars(args).items() if k in fields}))
 
 
 def main_job(s: PipelineSettings) -> dict[str, Any]:
@@ -245,10 +208,10 @@ def _train(run: Path, s: PipelineSettings, data: Path, *, epochs: int, hyp: str 
 
 def _finished(last: Path) -> bool:
     """True when ``last.pt`` holds the final epoch of its run (crash after training, before done.json)."""
+    from yolo_prune.adapters import adapter_for
     from yolo_prune.engine.checkpointing import TRAIN_STATE_KEY
-    from yolo_prune.io import read_checkpoint
 
-    ckpt = read_checkpoint(last)
+    _, ckpt = adapter_for(last).load_training_checkpoint(last, trust=False)
     return int(ckpt["epoch"]) + 1 >= int(ckpt[TRAIN_STATE_KEY]["settings"]["epochs"])
 
 
@@ -265,7 +228,7 @@ def _arms(s: PipelineSettings, stages: dict[str, Path]) -> dict[str, dict[str, A
 
 
 def _evaluate(s: PipelineSettings, data: Path, weights: Path, name: str) -> dict[str, Any]:
-    """mAP on the val split plus params, GMACs and fused batch-1 latency, cached per stage."""
+    """The mAP on the val split plus params, GMACs and fused batch-1 latency, cached per stage."""
     from yolo_prune.data import load_data_config
     from yolo_prune.pruning import conv_out_channels
 
@@ -279,11 +242,10 @@ def _evaluate(s: PipelineSettings, data: Path, weights: Path, name: str) -> dict
     metrics = api.evaluate(loaded, cfg.val_images, cfg.val_ann, img_size=s.img_size, batch_size=s.batch_size,
                            device=device, workers=s.workers)
     bench = api.benchmark(loaded, s.img_size, batch=1, runs=s.fps_runs, device=device)
-    latency_ms = bench["latency"]["latency_ms_median"]
     row = {"name": name, "source": str(weights), "params_m": bench["params_m"], "gmacs": bench["gmacs"],
            "file_mb": weights.stat().st_size / 2**20, "map50_95": float(metrics["map50_95"]),
-           "map50": float(metrics["map50"]), "latency_ms": latency_ms, "fps": 1000.0 / latency_ms,
-           "end_to_end_ms": bench["latency"]["end_to_end_ms_median"], "device": bench["latency"]["device"],
+           "map50": float(metrics["map50"]), "latency_ms": bench["latency_ms"], "fps": bench["fps"],
+           "end_to_end_ms": bench["end_to_end_ms"], "device": bench["device"],
            "channels": conv_out_channels(loaded.model)}
     atomic_write_json(row, cache)
     return row

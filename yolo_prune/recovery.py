@@ -96,7 +96,7 @@ def evaluate_checkpoint(weights: Path, data: Path, budget: Budget, *, stats: boo
     if stats:
         bench = api.benchmark(loaded, budget.img_size, batch=1, runs=20, device=device)
         out.update({"params_m": bench["params_m"], "gmacs": bench["gmacs"],
-                    "latency_ms": bench["latency"]["latency_ms_median"]})
+                    "latency_ms": bench["latency_ms"]})
     return out
 
 

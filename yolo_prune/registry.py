@@ -53,6 +53,7 @@ class Registry(Generic[T]):
             raise UnknownNameError(unknown_name_message(self.kind, name, self._items)) from None
 
     def names(self) -> list[str]:
+        """The registered names, sorted."""
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:

@@ -5,6 +5,7 @@ from typing import Any, Sequence
 
 
 def format_cell(value: Any) -> str:
+    """A table cell: ``-`` for None, 4 significant digits for floats."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -19,7 +20,7 @@ def format_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], *, markd
     sep = " | " if markdown else "  "
 
     def line(values: Sequence[str]) -> str:
-        text = sep.join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths)))
+        text = sep.join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths, strict=False)))
         return f"| {text} |" if markdown else text
 
     rule = ("|" + "|".join("-" * (w + 2) for w in widths) + "|") if markdown else "  ".join("-" * w for w in widths)

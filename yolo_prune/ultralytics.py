@@ -24,7 +24,7 @@ from typing import Any
 
 from ultralytics import YOLO as _UltralyticsYOLO
 
-from yolo_prune.adapters.ultralytics_train import PrunedDetectionTrainer
+from yolo_prune.adapters.ultralytics.trainer import PrunedDetectionTrainer
 
 __all__ = ["YOLO", "PrunedDetectionTrainer"]
 

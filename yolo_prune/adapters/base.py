@@ -8,10 +8,15 @@ fine-tuning engine and the evaluator must not hard-code:
   (torch-pruning calls them ``unwrapped_parameters``),
 * what must be rewritten before the dependency graph is traced and restored after,
 * how raw model output becomes YOLOv7-style predictions for NMS,
-* how to compute the training loss,
-* how to save a checkpoint the family's own tools can load.
+* how to compute the training loss and, when it can, a distillation term,
+* how to read and save checkpoints the family's own tools can load (including the
+  ``last.pt`` of an interrupted fine-tune, for resuming),
+* how to fine-tune (the generic engine by default; a family with a trainer of its own overrides it).
 
-Adding a family is one new module with a subclass and ``@ADAPTERS.register(name)``.
+Adding a family is one new package in ``yolo_prune/adapters/`` with a subclass, registered
+with ``@ADAPTERS.register(name)`` and imported once in ``yolo_prune/adapters/__init__.py``.
+The contract tests (``tests/test_contract.py``) then run it through pruning, saving and the
+loss without further work.
 
 Example:
     >>> @ADAPTERS.register("toy")
@@ -24,42 +29,28 @@ Example:
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
 
+from yolo_prune.io import LoadedModel
 from yolo_prune.registry import Registry
 
-ADAPTERS: "Registry[type[DetectorAdapter]]" = Registry("adapter")
+if TYPE_CHECKING:  # annotations only: the engine is imported where it is called
+    from yolo_prune.engine.finetune import FinetuneResult
+
+ADAPTERS: Registry[type[DetectorAdapter]] = Registry("adapter")
 
 # loss_fn(outputs, targets, imgs) -> (total_loss scaled by batch size, loss_items detached [k])
 LossFn = Callable[[Any, torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
+# distill_fn(student_outputs, teacher_outputs, imgs) -> (term scaled like the loss, item detached [1])
+DistillFn = Callable[[Any, Any, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
-
-@dataclass
-class LoadedModel:
-    """A float32 model plus what its checkpoint said about it."""
-
-    model: nn.Module
-    family: str
-    names: list[str]
-    stride: list[int]
-    cfg: dict | None = None
-    source: Path | None = None
-    meta: dict = field(default_factory=dict)  # epoch, best_fitness, ... of the file
-
-    @property
-    def nc(self) -> int:
-        return len(self.names)
-
-    def __repr__(self) -> str:
-        params_m = sum(p.numel() for p in self.model.parameters()) / 1e6
-        return (f"LoadedModel({self.family}, {self.nc} classes, {params_m:.2f} M params, stride {self.stride}, "
-                f"source={self.source})")
-
+__all__ = ["ADAPTERS", "CfgForm", "DetectorAdapter", "DistillFn", "LoadedModel", "LossFn", "adapter_for_model",
+           "flatten_tensors", "get_adapter"]
 
 @dataclass(frozen=True)
 class CfgForm:
@@ -84,7 +75,7 @@ class DetectorAdapter(abc.ABC):
 
     @abc.abstractmethod
     def load(self, path: str | Path, *, trust: bool = False, cfg: str | Path | None = None) -> LoadedModel:
-        """Loads a checkpoint of this family as a float32 model (see ``yolo_prune.io``)."""
+        """Loads a checkpoint of this family as a float32 eval model (safe loading unless ``trust``)."""
 
     def owns_cfg(self, cfg: str | Path) -> bool:
         """True when ``cfg`` (a path or a name such as ``yolov8n.yaml``) is a cfg of this family."""
@@ -93,6 +84,15 @@ class DetectorAdapter(abc.ABC):
     @abc.abstractmethod
     def build(self, cfg: str | Path | dict, nc: int | None = None) -> LoadedModel:
         """Builds a randomly initialised model from a model cfg (yaml path or dict)."""
+
+    def example_model(self, nc: int = 3) -> LoadedModel:
+        """A tiny randomly initialised model of this family (narrow widths, 64-160 px inputs).
+
+        The contract tests run every registered family through it, so it should contain the
+        family's characteristic blocks (split blocks, implicit layers, attention ...).
+        """
+        raise NotImplementedError(f"adapter {self.name!r} has no example_model; add one so the contract tests "
+                                  f"(tests/test_contract.py) can check it")
 
     # -- pruning ----------------------------------------------------------------------
     @abc.abstractmethod
@@ -122,8 +122,11 @@ class DetectorAdapter(abc.ABC):
     # -- inference --------------------------------------------------------------------
     @abc.abstractmethod
     def decode(self, output: Any) -> torch.Tensor:
-        """Eval-mode output -> ``[B, N, 5 + nc]`` (cx, cy, w, h in input pixels, objectness,
-        class probabilities), the layout ``yolo_prune.evaluation.non_max_suppression`` takes."""
+        """Eval-mode output -> ``[B, N, 5 + nc]`` predictions.
+
+        The layout is cx, cy, w, h in input pixels, objectness, class probabilities: what
+        ``yolo_prune.evaluation.non_max_suppression`` takes. A family without objectness puts 1.0 there.
+        """
 
     def fuse(self, model: nn.Module) -> nn.Module:
         """Returns an inference-equivalent fused model (Conv+BN folded, re-parameterised)."""
@@ -145,20 +148,44 @@ class DetectorAdapter(abc.ABC):
         """Returns the family's training loss for ``model`` under hyper-parameters ``hyp``."""
         raise NotImplementedError(f"adapter {self.name!r} does not provide a training loss")
 
-    def finetune(self, loaded: LoadedModel, data: str | Path, **settings: Any) -> LoadedModel:
-        """Fine-tunes with the family's own trainer. Families that do not override this are
-        fine-tuned by ``yolo_prune.engine`` through ``loss`` / ``decode`` / ``save``."""
-        raise NotImplementedError(f"adapter {self.name!r} has no trainer of its own; use yolo_prune.engine")
+    def distill_loss(self, student: nn.Module, teacher: nn.Module, hyp: dict, *, weight: float = 1.0,
+                     classes: bool = True) -> DistillFn:
+        """A knowledge-distillation term from ``teacher`` (unpruned) into ``student`` (pruned).
 
-    @property
-    def has_own_trainer(self) -> bool:
-        """True when ``finetune`` is overridden (e.g. Ultralytics' trainer drives the run)."""
-        return type(self).finetune is not DetectorAdapter.finetune
+        ``classes=False``: the teacher predicts other classes, distil boxes and objectness only.
+        """
+        raise NotImplementedError(f"the {self.name} family has no distillation loss; fine-tune without --teacher")
+
+    def finetune(self, loaded: LoadedModel, data: str | Path, *, out_dir: str | Path,
+                 **settings: Any) -> FinetuneResult:
+        """Fine-tunes ``loaded`` on ``data`` into the run folder ``out_dir``.
+
+        The default is the generic engine (``yolo_prune.engine.finetune``, which trains
+        ``loaded`` in place); ``settings`` are its keyword arguments (``hyp``, ``teacher``,
+        ``exist_ok``, ``callbacks``, ``record`` and ``TrainSettings`` fields). A family with a
+        trainer of its own overrides this and refuses the settings that trainer cannot honour.
+        """
+        from yolo_prune.engine.finetune import finetune
+
+        return finetune(loaded, self, data=data, out_dir=out_dir, **settings)
+
+    def load_training_checkpoint(self, path: str | Path, *, trust: bool = False) -> tuple[LoadedModel, dict]:
+        """Reads a ``last.pt`` written through ``save(..., extra=...)`` for resuming a fine-tune.
+
+        Returns the raw (not the EMA) model as a ``LoadedModel`` (``meta``: the file's entries
+        this toolkit added) and the whole checkpoint dict (``ema``, ``optimizer``, ``epoch``,
+        ``updates``, ``training_results`` and the engine's plain entries). Safe loading
+        (the family's allow-list) unless ``trust``.
+        """
+        raise NotImplementedError(f"adapter {self.name!r} cannot read training checkpoints, so its runs cannot be "
+                                  f"resumed; start a new run with --weights")
 
     # -- the family's own tools -------------------------------------------------------
     def cfg_form(self, model: nn.Module) -> CfgForm:
-        """The family's cfg that rebuilds ``model`` with its pruned widths, so the family's own
-        trainer (which rebuilds models from cfgs) keeps them; or the reason there is none."""
+        """The family's cfg that rebuilds ``model`` with its pruned widths, or why there is none.
+
+        With it, the family's own trainer (which rebuilds models from cfgs) keeps the widths.
+        """
         return CfgForm(None, f"the {self.name} family has no cfg form for pruned widths")
 
     def own_trainer_hint(self, cfg_written: bool) -> str:
@@ -168,7 +195,12 @@ class DetectorAdapter(abc.ABC):
     # -- saving -----------------------------------------------------------------------
     @abc.abstractmethod
     def save(self, loaded: LoadedModel, path: str | Path, *, extra: dict | None = None) -> Path:
-        """Writes ``loaded.model`` atomically in the family's own checkpoint format."""
+        """Writes ``loaded.model`` atomically in the family's own checkpoint format.
+
+        ``extra`` entries are stored in the file; the engine passes ``epoch``, ``best_fitness``,
+        ``training_results``, ``ema``, ``updates``, ``optimizer``, ``half`` (False: keep float32
+        for an exact resume) and its plain ``train_state``.
+        """
 
 
 def flatten_tensors(obj: Any) -> list[torch.Tensor]:

@@ -8,6 +8,10 @@ on its own (CUDA synchronised before every clock read):
 * ``inference``: the model's forward pass (the fused model when ``fuse`` is given);
 * ``nms``: decoding to ``[B, N, 5 + nc]`` and ``non_max_suppression``.
 
+Convolutions run in NHWC memory format (``channels_last``, input and conv weights) by default,
+as deployments do: on CPU it avoids oneDNN's per-layer layout reorders, whose cost grows with
+activations, not MACs, and so hides much of a pruned model's gain.
+
 All times are per image (a run's time / batch). ``latency_ms_*`` and ``fps`` are the inference
 stage alone (what pruning changes); ``end_to_end_ms_*`` and ``fps_end_to_end`` are the sum of
 the three. Medians and 10th / 90th percentiles are taken over ``runs`` runs after ``warmup``.
@@ -24,7 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from yolo_prune.benchmark.settings import DEFAULTS
 from yolo_prune.data.transforms import letterbox
+from yolo_prune.devices import select_device
+from yolo_prune.evaluation.evaluator import first_output
 from yolo_prune.evaluation.nms import non_max_suppression
 
 STAGES = ("preprocess", "inference", "nms")
@@ -40,17 +47,6 @@ def torch_threads(threads: int | None) -> Iterator[int]:
         yield torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
-
-
-def _default_decode(model: nn.Module) -> Callable[[Any], Any]:
-    """The decode of the model's registered family; YOLOv7's ``output[0]`` for unknown models."""
-    from yolo_prune.adapters import adapter_for_model
-    from yolo_prune.evaluation.evaluator import yolov7_decode
-
-    try:
-        return adapter_for_model(model).decode
-    except TypeError:
-        return yolov7_decode
 
 
 def _frames(batch: int, img_size: int, source_shape: tuple[int, int] | None, seed: int = 0) -> list[np.ndarray]:
@@ -108,14 +104,15 @@ def _summary(samples: dict[str, list[float]], batch: int, with_nms: bool) -> dic
     return out
 
 
-def measure_latency(model: nn.Module, img_size: int, *, batch: int = 1, device: str | torch.device = "cpu",
-                    half: bool = False, warmup: int = 5, runs: int = 20, threads: int | None = None,
+def measure_latency(model: nn.Module, img_size: int = DEFAULTS.img_size, *, batch: int = DEFAULTS.batch,
+                    device: str | torch.device = DEFAULTS.device, half: bool = DEFAULTS.half,
+                    warmup: int = DEFAULTS.warmup, runs: int = DEFAULTS.runs, threads: int | None = DEFAULTS.threads,
                     fuse: Callable[[nn.Module], nn.Module] | None = None, decode: Callable[[Any], Any] | None = None,
-                    nms: bool = True, conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 300,
-                    source_shape: tuple[int, int] | None = None, channels_last: bool = True) -> dict[str, Any]:
-    """Per-image latency of preprocess, inference and NMS (see the module docstring).
-
-    The model itself is not changed: a copy is fused / cast / moved.
+                    nms: bool = DEFAULTS.nms, conf_thres: float = DEFAULTS.conf_thres,
+                    iou_thres: float = DEFAULTS.iou_thres, max_det: int = DEFAULTS.max_det,
+                    source_shape: tuple[int, int] | None = None,
+                    channels_last: bool = DEFAULTS.channels_last) -> dict[str, Any]:
+    """Per-image latency of preprocess, inference and NMS of a fused / cast / moved copy of ``model``.
 
     Args:
         model: Detector taking ``[B, 3, img_size, img_size]`` floats in [0, 1].
@@ -127,34 +124,48 @@ def measure_latency(model: nn.Module, img_size: int, *, batch: int = 1, device: 
         runs: Timed runs.
         threads: torch intra-op threads during the measurement (None: leave as is).
         fuse: Called on a copy of the model before timing (e.g. ``adapter.fuse``).
-        decode: Output -> ``[B, N, 5 + nc]``; None: the model family's adapter (YOLOv7 layout
-            for unknown models).
+        decode: Output -> ``[B, N, 5 + nc]`` (e.g. ``adapter.decode``); None: ``first_output``.
         nms: Time decoding + NMS; False leaves the ``nms`` stage out (its fields are None).
-        conf_thres, iou_thres, max_det: NMS settings (deployment defaults, not mAP ones).
+        conf_thres: NMS confidence threshold (a deployment default, not the mAP one).
+        iou_thres: NMS IoU threshold.
+        max_det: Detections kept per image.
         source_shape: (h, w) of the synthetic frames; default a 4:3 frame, long side img_size.
-        channels_last: Run convolutions in NHWC memory format (input and conv weights), as
-            deployments do. On CPU it avoids oneDNN's per-layer layout reorders, whose cost
-            grows with activations, not MACs, and so hides much of a pruned model's gain.
+        channels_last: Run convolutions in NHWC memory format, as deployments do (see the module docstring).
 
     Returns:
         ``latency_ms_median, latency_ms_p10, latency_ms_p90, fps`` (inference), the same for
         ``preprocess``, ``nms`` and ``end_to_end`` (+ ``fps_end_to_end``), and the conditions:
         ``batch, img_size, device, half, threads, warmup, runs, fused, includes``.
     """
-    device = torch.device(device)
+    device = select_device(device)
     if half and device.type != "cuda":
         raise ValueError(f"half=True needs a CUDA device (got {device}); fp16 convolutions on CPU are not a "
                          f"meaningful speed figure")
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
+    nms_kwargs = {"conf_thres": conf_thres, "iou_thres": iou_thres, "max_det": max_det} if nms else None
+    net = _prepared_copy(model, fuse, half, device, channels_last)
+    pipeline = _Pipeline(net, img_size, device, half, decode or first_output, nms_kwargs, channels_last)
+    samples, n_threads = _time_runs(pipeline, _frames(batch, img_size, source_shape), warmup, runs, threads)
+    includes = {"latency": "model forward", "preprocess": "letterbox + to tensor + to device + /255",
+                "nms": "decode + NMS" if nms else "not measured", "end_to_end": "preprocess + inference + nms"}
+    return {**_summary(samples, batch, nms), "batch": batch, "img_size": img_size, "device": _device_name(device),
+            "half": half, "threads": n_threads, "warmup": warmup, "runs": runs, "fused": fuse is not None,
+            "channels_last": channels_last, "includes": includes, "nms_settings": nms_kwargs}
+
+
+def _prepared_copy(model: nn.Module, fuse: Callable[[nn.Module], nn.Module] | None, half: bool,
+                   device: torch.device, channels_last: bool) -> nn.Module:
+    """A fused, cast, moved eval copy of ``model`` (the model itself is untouched)."""
     net = copy.deepcopy(model).eval()
     net = fuse(net) if fuse is not None else net
     net = (net.half() if half else net.float()).to(device).eval()
-    if channels_last:
-        to_channels_last(net)
-    nms_kwargs = {"conf_thres": conf_thres, "iou_thres": iou_thres, "max_det": max_det} if nms else None
-    pipeline = _Pipeline(net, img_size, device, half, decode or _default_decode(model), nms_kwargs, channels_last)
-    frames = _frames(batch, img_size, source_shape)
+    return to_channels_last(net) if channels_last else net
+
+
+def _time_runs(pipeline: _Pipeline, frames: list[np.ndarray], warmup: int, runs: int,
+               threads: int | None) -> tuple[dict[str, list[float]], int]:
+    """Seconds per stage of ``runs`` timed runs after ``warmup``; the thread count in effect."""
     samples: dict[str, list[float]] = {k: [] for k in STAGES}
     with torch_threads(threads) as n_threads:
         for _ in range(warmup):
@@ -162,19 +173,14 @@ def measure_latency(model: nn.Module, img_size: int, *, batch: int = 1, device: 
         for _ in range(runs):
             for stage, seconds in pipeline.run(frames).items():
                 samples[stage].append(seconds)
-    result: dict[str, Any] = _summary(samples, batch, nms)
-    result.update(batch=batch, img_size=img_size, device=_device_name(device), half=half, threads=n_threads,
-                  warmup=warmup, runs=runs, fused=fuse is not None, channels_last=channels_last,
-                  includes={"latency": "model forward", "preprocess": "letterbox + to tensor + to device + /255",
-                            "nms": "decode + NMS" if nms else "not measured",
-                            "end_to_end": "preprocess + inference + nms"},
-                  nms_settings=nms_kwargs)
-    return result
+    return samples, n_threads
 
 
 def to_channels_last(model: nn.Module) -> nn.Module:
-    """Conv weights to NHWC in place. (``model.to(memory_format=...)`` fails on models that hold
-    non-4D buffers, such as YOLO anchors.)"""
+    """Conv weights to NHWC in place.
+
+    ``model.to(memory_format=...)`` fails on models that hold non-4D buffers, such as YOLO anchors.
+    """
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
@@ -187,11 +193,11 @@ def _device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
-def benchmark_suite(model: nn.Module, img_size: int, *, batches: Sequence[int] = (1, 8),
-                    device: str | torch.device = "cpu", fuse: Callable[[nn.Module], nn.Module] | None = None,
+def benchmark_suite(model: nn.Module, img_size: int = DEFAULTS.img_size, *, batches: Sequence[int] = (1, 8),
+                    device: str | torch.device = DEFAULTS.device, fuse: Callable[[nn.Module], nn.Module] | None = None,
                     **kwargs: Any) -> list[dict[str, Any]]:
     """``measure_latency`` at each batch size, in fp32 and (on CUDA) fp16."""
-    device = torch.device(device)
+    device = select_device(device)
     precisions = (False, True) if device.type == "cuda" else (False,)
     return [measure_latency(model, img_size, batch=b, device=device, half=h, fuse=fuse, **kwargs)
             for h in precisions for b in batches]

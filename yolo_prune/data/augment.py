@@ -43,7 +43,7 @@ def augment_hsv(img: np.ndarray, hgain: float, sgain: float, vgain: float) -> np
 
 
 def _affine_matrix(shape: tuple[int, int], out_shape: tuple[int, int], hyp: dict[str, float]) -> np.ndarray:
-    """centre -> perspective -> rotate+scale -> shear -> translate (3x3)."""
+    """Centre -> perspective -> rotate+scale -> shear -> translate (3x3)."""
     h, w = shape
     out_h, out_w = out_shape
     centre = np.eye(3)
@@ -108,8 +108,11 @@ def _warp_boxes(boxes: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]) -
 
 def _box_candidates(before: np.ndarray, after: np.ndarray, scale: float, wh_thr: float = 2,
                     ar_thr: float = 20, area_thr: float = 0.1, eps: float = 1e-16) -> np.ndarray:
-    """Keeps boxes that stay > ``wh_thr`` px, keep > ``area_thr`` of their (scaled) area and are
-    not squashed beyond aspect ratio ``ar_thr``."""
+    """The boxes that survive an affine warp.
+
+    They stay > ``wh_thr`` px, keep > ``area_thr`` of their (scaled) area and are not squashed
+    beyond aspect ratio ``ar_thr``.
+    """
     w1, h1 = (before[:, 2] - before[:, 0]) * scale, (before[:, 3] - before[:, 1]) * scale
     w2, h2 = after[:, 2] - after[:, 0], after[:, 3] - after[:, 1]
     aspect = np.maximum(w2 / (h2 + eps), h2 / (w2 + eps))

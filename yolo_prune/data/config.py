@@ -42,6 +42,7 @@ class DataConfig:
 
     @property
     def nc(self) -> int:
+        """Number of classes."""
         return len(self.names)
 
     def split(self, name: str) -> tuple[Path, Path]:

@@ -24,6 +24,7 @@ from yolo_prune.data import augment as aug
 from yolo_prune.data.coco import load_coco_annotations
 from yolo_prune.data.errors import DataError, warn_data
 from yolo_prune.data.transforms import letterbox, map_boxes, xyxy_to_cxcywh
+from yolo_prune.settings import IMG_SIZE
 
 Shapes = tuple[tuple[int, int], tuple[tuple[float, float], tuple[float, float]]]
 
@@ -50,7 +51,7 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
         mosaic: Whether augmented items may be mosaics; switch off for the last epochs.
     """
 
-    def __init__(self, images_dir: str | Path, ann_file: str | Path, img_size: int = 640, augment: bool = False,
+    def __init__(self, images_dir: str | Path, ann_file: str | Path, img_size: int = IMG_SIZE, augment: bool = False,
                  hyp: dict | None = None, rect: bool = False, batch_size: int = 16, stride: int = 32,
                  pad: float = 0.5) -> None:
         if img_size % stride:
@@ -161,7 +162,7 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
     @staticmethod
     def collate_fn(batch: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, list[int], list[Shapes | None]]:
         """Stacks images; targets ``[M, 6]`` with the batch index in column 0."""
-        imgs, labels, image_ids, shapes = zip(*batch)
+        imgs, labels, image_ids, shapes = zip(*batch, strict=True)
         if len({tuple(img.shape) for img in imgs}) > 1:
             raise DataError(f"images of one batch differ in shape ({sorted({tuple(i.shape) for i in imgs})}); a "
                             f"rect dataset must be read in order with the batch size it was built with")

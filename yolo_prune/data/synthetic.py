@@ -247,8 +247,10 @@ def _crowd(img: np.ndarray, rng: np.random.Generator, profile: SyntheticProfile)
 
 def render_image(rng: np.random.Generator, img_size: int, max_objects: int | None = None,
                  profile: SyntheticProfile = PROFILES["hard"]) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """One BGR image and its objects (``cls`` index into ``profile.classes``, ``box`` xyxy, ``iscrowd``,
-    ``polygon``); ``max_objects`` None means the profile's."""
+    """One BGR image and its objects; ``max_objects`` None means the profile's.
+
+    Objects have ``cls`` (an index into ``profile.classes``), ``box`` (xyxy), ``iscrowd`` and ``polygon``.
+    """
     aspect = _ASPECTS[int(rng.integers(0, len(_ASPECTS)))]
     w, h = (img_size, round(img_size / aspect)) if aspect >= 1 else (round(img_size * aspect), img_size)
     img = _background(rng, h, w, profile.backgrounds)

@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 import torch
 
+from yolo_prune.settings import IMG_SIZE
+
 Boxes = TypeVar("Boxes", np.ndarray, torch.Tensor)
 LETTERBOX_COLOR = (114, 114, 114)  # YOLOv7's grey border
 
@@ -53,7 +55,7 @@ def clip_boxes(boxes: Boxes, shape: tuple[int, int]) -> Boxes:
     return out
 
 
-def letterbox(img: np.ndarray, new_shape: int | tuple[int, int] = 640, *, auto: bool = False,
+def letterbox(img: np.ndarray, new_shape: int | tuple[int, int] = IMG_SIZE, *, auto: bool = False,
               scaleup: bool = True, stride: int = 32, color: tuple[int, int, int] = LETTERBOX_COLOR
               ) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
     """Resizes keeping the aspect ratio, then pads to ``new_shape`` (h, w).

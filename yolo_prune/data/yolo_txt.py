@@ -7,7 +7,6 @@ becomes COCO category id ``i + 1``.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -165,30 +164,3 @@ def _ultralytics_root(data_yaml: Path, path: str | None) -> Path:
 def _under(root: Path, value: str) -> Path:
     p = Path(value)
     return p if p.is_absolute() else root / p
-
-
-# -- command line --------------------------------------------------------------------------
-def add_convert_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Flags of ``scripts/yolo_txt_to_coco.py``."""
-    parser.add_argument("--data", type=Path, help="Ultralytics data yaml: converts all its splits")
-    parser.add_argument("--images", type=Path, help="image folder or .txt list (instead of --data)")
-    parser.add_argument("--labels", type=Path, help="label folder (default: /images/ -> /labels/)")
-    parser.add_argument("--names", nargs="+", help="class names in class-index order (with --images)")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="output folder (--data) or json file (--images)")
-    return parser
-
-
-def run_convert(args: argparse.Namespace) -> Path:
-    """Runs the conversion chosen by ``args``; returns the data.yaml or json written."""
-    if args.data is not None:
-        out = convert_yolo_data_yaml(args.data, args.out)
-    elif args.images is not None and args.names:
-        base = args.images if args.images.is_dir() else None
-        out, root = yolo_txt_to_coco(list_images(args.images), args.names, args.out, images_root=base,
-                                     labels_root=args.labels)
-        print(f"file_name entries are relative to {root} (use it as the images folder)")
-    else:
-        raise DataError("pass --data their_data.yaml, or --images DIR with --names a b c ...")
-    print(f"wrote {out}")
-    return out

@@ -1,7 +1,8 @@
 """Training checkpoints: ``last.pt`` for exact resume, ``best.pt`` for deployment.
 
 Both are written by the family's adapter (``adapter.save``), so they are the family's own
-format (YOLOv7: the official dict). What this module adds:
+format, and read back by it (``adapter.load_training_checkpoint``) under the family's own
+allow-list. What this module adds:
 
 * ``last.pt`` keeps ``model`` and ``ema`` in float32 (the official files hold float16, which
   would make a resumed run drift) plus ``optimizer``, ``updates``, ``epoch`` and a
@@ -13,16 +14,18 @@ format (YOLOv7: the official dict). What this module adds:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from yolo_prune.adapters.base import DetectorAdapter, LoadedModel
 from yolo_prune.engine.ema import ModelEMA
+from yolo_prune.io import LoadedModel
+
+if TYPE_CHECKING:  # annotations only: the engine takes an adapter, it never imports the families
+    from yolo_prune.adapters.base import DetectorAdapter
 
 TRAIN_STATE_KEY = "train_state"
-OFFICIAL_KEYS = ("epoch", "best_fitness", "training_results", "model", "ema", "updates", "optimizer", "wandb_id")
 
 
 def save_last(path: str | Path, *, adapter: DetectorAdapter, model: nn.Module, names: list[str], epoch: int,
@@ -75,21 +78,6 @@ def resolve_resume_path(resume: str | Path | bool, out_dir: str | Path | None = 
         raise FileNotFoundError(f"cannot resume: {path} does not exist; pass --resume with a run folder "
                                 f"or its weights/last.pt")
     return path
-
-
-def load_training_checkpoint(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
-    """Reads a ``last.pt`` (allow-listed unpickling unless ``trust``) with its model objects."""
-    from yolo_prune.io import read_checkpoint
-
-    ckpt = read_checkpoint(path, trust=trust)
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), nn.Module):
-        raise ValueError(f"{path} is not a training checkpoint (no pickled model); pass the run's weights/last.pt")
-    return ckpt
-
-
-def model_meta(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """Entries of a checkpoint beyond the official keys and the training state (e.g. ``pruning``)."""
-    return {k: v for k, v in ckpt.items() if k not in OFFICIAL_KEYS and k != TRAIN_STATE_KEY}
 
 
 def check_resumable(ckpt: dict, path: Path) -> dict[str, Any]:

@@ -26,31 +26,13 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
+        """True under DDP (more than one process)."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """True on rank 0, the process that writes files and validates."""
         return self.rank == 0
-
-
-def select_device(device: str | torch.device | None = "") -> torch.device:
-    """``''``/``auto`` -> the first GPU if any else CPU; ``cpu``; ``0`` or ``0,1`` -> ``cuda:0``; ``cuda:1``.
-
-    Under torchrun every rank then moves to its own GPU (``rank_device``).
-    """
-    text = str(device if device is not None else "").strip().lower()
-    if text in ("", "auto"):
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    if text.replace(",", "").isdigit():
-        text = f"cuda:{text.split(',')[0]}"
-    try:
-        chosen = torch.device(text)
-    except RuntimeError:
-        raise ValueError(f"--device {device!r} is not a device; use '', cpu, 0 or cuda:0") from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device!r} asks for CUDA but no GPU is visible "
-                         f"(torch.cuda.is_available() is False); use --device cpu")
-    return chosen
 
 
 def dist_info_from_env() -> DistInfo:

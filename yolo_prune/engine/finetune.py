@@ -1,33 +1,51 @@
-"""``finetune(...)``: everything around the loop (model, data, hyp, run folder, DDP, resume).
+"""``finetune(...)`` / ``resume(...)``: everything around the loop (data, hyp, run folder, DDP, resume).
 
-    >>> from yolo_prune.engine import finetune
-    >>> result = finetune("yolov7-tiny-pruned.pt", data="data.yaml", epochs=30, img_size=640,
+The engine trains any family whose adapter gives a loss; it never loads a model by path
+itself (that is the adapters' business): it takes a ``LoadedModel`` and its adapter.
+
+    >>> from yolo_prune.adapters import get_adapter, load_model
+    >>> loaded = load_model("yolov7-tiny-pruned.pt")
+    >>> result = finetune(loaded, get_adapter(loaded.family), data="data.yaml", epochs=30,
     ...                   batch_size=16, out_dir="runs/finetune/tiny-p50")
     >>> result.best   # runs/finetune/tiny-p50/weights/best.pt
 
-The same call continues an interrupted run with ``finetune(resume="runs/finetune/tiny-p50")``.
+``resume("runs/finetune/tiny-p50", adapter)`` continues an interrupted run exactly; most users
+call ``yolo_prune.finetune`` (the public API), which finds the adapter and loads the files.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
 from torch import nn
 
-from yolo_prune.adapters.base import DetectorAdapter, LoadedModel
+from yolo_prune.devices import select_device
 from yolo_prune.engine import checkpointing
 from yolo_prune.engine.classes import fit_classes, same_classes
-from yolo_prune.engine.distributed import (DistInfo, barrier, cleanup_distributed, init_distributed,
-                                           rank_device, select_device, unwrap_model)
+from yolo_prune.engine.distributed import (
+    DistInfo,
+    barrier,
+    cleanup_distributed,
+    init_distributed,
+    rank_device,
+    unwrap_model,
+)
 from yolo_prune.engine.hooks import TrainerCallbacks
 from yolo_prune.engine.settings import TrainSettings
 from yolo_prune.engine.trainer import RunPaths, Trainer
-from yolo_prune.io import atomic_write_text
+from yolo_prune.io import LoadedModel, atomic_write_text
 
+if TYPE_CHECKING:  # annotations only: the engine takes an adapter, it never imports the families
+    from yolo_prune.adapters.base import DetectorAdapter
+
+LOGGER = logging.getLogger(__name__)
+
+DEFAULT_OUT_DIR = Path("runs/finetune/exp")
 # Settings that may differ when a run is resumed (where it runs, not what it computes).
 RESUME_OVERRIDABLE = ("device", "workers")
 
@@ -49,50 +67,94 @@ class FinetuneResult:
         return f"FinetuneResult({self.epochs} epochs, best fitness {self.best_fitness}, best {self.best})"
 
     def summary(self) -> dict[str, Any]:
+        """The run's outputs and last results row, JSON-ready."""
         return {"out_dir": self.out_dir, "last": self.last, "best": self.best, "best_fitness": self.best_fitness,
                 "epochs": self.epochs, "results_csv": self.out_dir / "results.csv", "final": self.row}
 
 
-def finetune(model: LoadedModel | str | Path | None = None, *, data: str | Path | None = None,
-             cfg: str | Path | None = None, out_dir: str | Path = "runs/finetune/exp",
-             hyp: str | Path | dict | None = None, teacher: LoadedModel | str | Path | None = None,
-             resume: str | Path | bool | None = None, exist_ok: bool = False, family: str | None = None,
-             trust: bool = False, callbacks: TrainerCallbacks | None = None, rename_classes: bool = False,
+def finetune(loaded: LoadedModel, adapter: DetectorAdapter, *, data: str | Path | None,
+             out_dir: str | Path = DEFAULT_OUT_DIR, hyp: str | Path | dict | None = None,
+             teacher: LoadedModel | None = None, exist_ok: bool = False, callbacks: TrainerCallbacks | None = None,
+             record: dict[str, Any] | None = None, rename_classes: bool = False,
              **settings: Any) -> FinetuneResult:
-    """Fine-tunes a model (or trains one from ``cfg``) on a COCO-format dataset.
+    """Fine-tunes ``loaded.model`` in place on a COCO-format dataset.
 
     Args:
-        model: A ``LoadedModel`` or a checkpoint path; None with ``cfg`` builds a fresh model.
+        loaded: The model (e.g. pruned, or freshly built from a cfg with the data's classes).
+        adapter: Its family's adapter (loss, decode, save, distillation).
         data: Data yaml (``yolo_prune.data.load_data_config``).
-        cfg: Model cfg to build when ``model`` is None (nc taken from the data).
         out_dir: Run folder; refused when it already holds a run, unless ``exist_ok``.
         hyp: Hyper-parameter yaml path or dict (default: the project's fine-tuning hyp).
-        teacher: Unpruned model (or path) for knowledge distillation.
-        resume: A run folder or its ``weights/last.pt`` (``True``: ``out_dir``) to continue.
+        teacher: Unpruned model of the same family for knowledge distillation.
         exist_ok: Allow writing into an existing run folder.
-        family: Detector family when it cannot be recognised from the file.
-        trust: Allow arbitrary pickled code in checkpoint files.
         callbacks: Trainer hooks.
+        record: Plain facts about the job (weights / cfg it came from, ``trust``) kept in ``args.yaml``
+            and in ``last.pt`` for ``resume``.
         rename_classes: When the model has as many classes as the data under other names, train
             them under the data's names (otherwise an error). Other class counts always rebuild
-            the head's class outputs for the data (box / objectness weights kept).
+            the head's class outputs for the data (box / objectness weights kept); a ``teacher``
+            with other classes than the data distils boxes and objectness only.
         **settings: ``TrainSettings`` fields (epochs, img_size, batch_size, device, workers, ...).
 
-    A ``LoadedModel`` passed in is trained in place; ``result.model`` is the final EMA model.
-    A ``teacher`` with other classes than the data distils boxes and objectness only.
+    Returns:
+        The run's paths and last results row; ``result.model`` is the final EMA model.
     """
-    if resume:
-        return _resume(resume, out_dir, callbacks, trust=trust, overrides=settings)
     s = TrainSettings.from_dict(settings)
     device = select_device(s.device)
     info = init_distributed(device)
     try:
-        job = _prepare_job(model, data=data, cfg=cfg, hyp=hyp, teacher=teacher, family=family, trust=trust,
-                           settings=s, out_dir=Path(out_dir), exist_ok=exist_ok, info=info,
+        job = _prepare_job(loaded, adapter, data=data, hyp=hyp, teacher=teacher, settings=s, out_dir=Path(out_dir),
+                           exist_ok=exist_ok, info=info, record=record or {},
                            rename_classes=rename_classes)
         return _run(job, device=rank_device(device, info), info=info, callbacks=callbacks)
     finally:
         cleanup_distributed()
+
+
+def resume(run: str | Path | bool, adapter: DetectorAdapter, *, out_dir: str | Path | None = None,
+           trust: bool = False, callbacks: TrainerCallbacks | None = None, **overrides: Any) -> FinetuneResult:
+    """Continues an interrupted run exactly where its ``last.pt`` stopped.
+
+    Args:
+        run: The run folder or its ``weights/last.pt`` (``True``: ``out_dir``).
+        adapter: The adapter of the family the run trains (it reads ``last.pt`` under its allow-list).
+        out_dir: The run folder when ``run`` is ``True``.
+        trust: Allow arbitrary pickled code in ``last.pt`` and the teacher file.
+        callbacks: Trainer hooks.
+        **overrides: Settings of the run; only ``RESUME_OVERRIDABLE`` ones may change.
+    """
+    path = checkpointing.resolve_resume_path(run, out_dir)
+    loaded, ckpt = adapter.load_training_checkpoint(path, trust=trust)
+    state = checkpointing.check_resumable(ckpt, path)
+    loaded.meta.pop(checkpointing.TRAIN_STATE_KEY, None)
+    record = dict(state["job"])
+    s = TrainSettings.from_dict(_resumed_settings(dict(state["settings"]), overrides, path))
+    device = select_device(s.device)
+    info = init_distributed(device)
+    try:
+        loaded.names = list(record["names"])
+        teacher = None
+        if record.get("teacher"):
+            teacher = adapter.load(_existing(record["teacher"], "--teacher"), trust=trust or bool(record.get("trust")))
+        run_dir = path.parents[1] if path.parent.name == "weights" else Path(record["out_dir"])
+        job = _Job(loaded, adapter, Path(record["data"]), dict(state["hyp"]), s, run_dir, teacher, record,
+                   resume_ckpt=ckpt)
+        if info.is_main:
+            LOGGER.info("resuming %s from epoch %d/%d", path, int(ckpt["epoch"]) + 2, s.epochs)
+        return _run(job, device=rank_device(device, info), info=info, callbacks=callbacks)
+    finally:
+        cleanup_distributed()
+
+
+def _resumed_settings(values: dict[str, Any], overrides: dict[str, Any], path: Path) -> dict[str, Any]:
+    for key, value in overrides.items():
+        if value is None or value == values.get(key):
+            continue
+        if key not in RESUME_OVERRIDABLE:
+            raise ValueError(f"{key}={value!r} cannot change when resuming (the run used {values.get(key)!r}); "
+                             f"drop it, or start a new run with --weights {path}")
+        values[key] = value
+    return values
 
 
 @dataclass
@@ -108,12 +170,11 @@ class _Job:
     resume_ckpt: dict | None = None
 
 
-def _prepare_job(model: LoadedModel | str | Path | None, *, data, cfg, hyp, teacher, family, trust,
-                 settings: TrainSettings, out_dir: Path, exist_ok: bool, info: DistInfo,
-                 rename_classes: bool = False) -> _Job:
-    from yolo_prune import api
+def _prepare_job(loaded: LoadedModel, adapter: DetectorAdapter, *, data: str | Path | None, hyp: Any,
+                 teacher: LoadedModel | None, settings: TrainSettings, out_dir: Path, exist_ok: bool,
+                 info: DistInfo, record: dict[str, Any], rename_classes: bool = False) -> _Job:
     from yolo_prune.data import load_data_config
-    from yolo_prune.engine.losses import load_hyp, validate_hyp
+    from yolo_prune.engine.hyp import load_hyp, validate_hyp
 
     if data is None:
         raise ValueError("no data given: pass --data path/to/data.yaml")
@@ -122,24 +183,22 @@ def _prepare_job(model: LoadedModel | str | Path | None, *, data, cfg, hyp, teac
     names = load_data_config(data).names
     hyp = default_hyp_path() if hyp is None else hyp
     hyp_dict = validate_hyp(dict(hyp), source="hyp dict") if isinstance(hyp, dict) else load_hyp(hyp)
-    loaded = model if isinstance(model, LoadedModel) else api.load(model, cfg=cfg, family=family, trust=trust,
-                                                                   nc=len(names))
-    adapter = api.adapter_of(loaded)
     note = fit_classes(loaded, adapter, names, rename=rename_classes, seed=settings.seed)
     settings.img_size = _round_to_stride(settings.img_size, loaded)
-    teacher_loaded = _load_teacher(teacher, family, trust)
-    if teacher_loaded is not None and not same_classes(teacher_loaded.names, names):
-        note = (note + "; " if note else "") + (
-            f"the --teacher predicts other classes ({teacher_loaded.nc}: {teacher_loaded.names[:3]}...), so it "
-            f"distils boxes and objectness only")
+    if teacher is not None:
+        classes = same_classes(teacher.names, names)
+        if not classes:
+            note = (note + "; " if note else "") + (
+                f"the --teacher predicts other classes ({teacher.nc}: {teacher.names[:3]}...), so it distils "
+                f"boxes and objectness only")
+        adapter.distill_loss(loaded.model, teacher.model, hyp_dict, classes=classes)  # a family without one refuses
     if note and info.is_main:
         print(note)
-    record = {"weights": loaded.source if isinstance(model, LoadedModel) else model, "cfg": cfg,
-              "data": Path(data).resolve(),
-              "hyp": None if isinstance(hyp, dict) else hyp, "teacher": _source(teacher, teacher_loaded),
-              "family": loaded.family, "names": list(names), "out_dir": out_dir, "trust": trust}
-    record = {k: str(v) if isinstance(v, Path) else v for k, v in record.items()}
-    return _Job(loaded, adapter, Path(data), hyp_dict, settings, out_dir, teacher_loaded, record)
+    plain = {"weights": loaded.source, **record, "data": Path(data).resolve(),
+             "hyp": None if isinstance(hyp, dict) else hyp, "teacher": teacher.source if teacher else None,
+             "family": adapter.name, "names": list(names), "out_dir": out_dir}
+    plain = {k: str(v) if isinstance(v, Path) else v for k, v in plain.items()}
+    return _Job(loaded, adapter, Path(data), hyp_dict, settings, out_dir, teacher, plain)
 
 
 def _run(job: _Job, *, device: torch.device, info: DistInfo, callbacks: TrainerCallbacks | None) -> FinetuneResult:
@@ -160,41 +219,6 @@ def _run(job: _Job, *, device: torch.device, info: DistInfo, callbacks: TrainerC
     return FinetuneResult(out_dir=job.out_dir, last=trainer.paths.last, best=trainer.paths.best,
                           best_fitness=trainer.best_fitness, epochs=s.epochs, row=row, model=final.eval(),
                           is_main=info.is_main)
-
-
-def _resume(resume: str | Path | bool, out_dir: str | Path, callbacks: TrainerCallbacks | None, *, trust: bool,
-            overrides: dict[str, Any]) -> FinetuneResult:
-    path = checkpointing.resolve_resume_path(resume, out_dir)
-    ckpt = checkpointing.load_training_checkpoint(path, trust=trust)
-    state = checkpointing.check_resumable(ckpt, path)
-    job_record = dict(state["job"])
-    values = dict(state["settings"])
-    for key, value in overrides.items():
-        if value is None or value == values.get(key):
-            continue
-        if key not in RESUME_OVERRIDABLE:
-            raise ValueError(f"{key}={value!r} cannot change when resuming (the run used {values.get(key)!r}); "
-                             f"drop it, or start a new run with --weights {path}")
-        values[key] = value
-    s = TrainSettings.from_dict(values)
-    device = select_device(s.device)
-    info = init_distributed(device)
-    try:
-        from yolo_prune.adapters import get_adapter
-
-        adapter = get_adapter(job_record["family"])
-        loaded = LoadedModel(model=ckpt["model"].float(), family=adapter.name, names=job_record["names"],
-                             stride=checkpointing.model_stride(ckpt["model"]), source=path,
-                             meta=checkpointing.model_meta(ckpt))
-        teacher = _load_teacher(job_record.get("teacher"), job_record["family"], trust or job_record["trust"])
-        run_dir = path.parents[1] if path.parent.name == "weights" else Path(job_record["out_dir"])
-        job = _Job(loaded, adapter, Path(job_record["data"]), dict(state["hyp"]), s, run_dir, teacher,
-                   job_record, resume_ckpt=ckpt)
-        if info.is_main:
-            print(f"resuming {path} from epoch {int(ckpt['epoch']) + 2}/{s.epochs}")
-        return _run(job, device=rank_device(device, info), info=info, callbacks=callbacks)
-    finally:
-        cleanup_distributed()
 
 
 # -- pieces --------------------------------------------------------------------------------------
@@ -242,32 +266,19 @@ def build_datasets(job: _Job, loaded: LoadedModel, *, world_size: int) -> tuple[
 def _distillation(job: _Job, device: torch.device) -> tuple[nn.Module | None, Any]:
     if job.teacher is None:
         return None, None
-    from yolo_prune.engine.losses import build_distill_loss
-
     teacher = job.teacher.model.to(device).float().eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     classes = same_classes(job.teacher.names, job.record["names"])  # else boxes and objectness only
-    return teacher, build_distill_loss(job.loaded.model, teacher, job.hyp, weight=job.settings.distill_weight,
-                                       classes=classes)
+    return teacher, job.adapter.distill_loss(job.loaded.model, teacher, job.hyp, weight=job.settings.distill_weight,
+                                             classes=classes)
 
 
-def _load_teacher(teacher: LoadedModel | str | Path | None, family: str | None, trust: bool) -> LoadedModel | None:
-    if teacher is None or isinstance(teacher, LoadedModel):
-        return teacher
-    from yolo_prune import api
-
-    if not Path(teacher).is_file():
-        raise FileNotFoundError(f"--teacher {teacher} does not exist; pass the unpruned checkpoint")
-    return api.load(teacher, family=family, trust=trust)
-
-
-def _source(teacher: Any, loaded: LoadedModel | None) -> str | None:
-    if loaded is None:
-        return None
-    if loaded.source is not None:
-        return str(loaded.source)
-    return None if isinstance(teacher, LoadedModel) else str(teacher)
+def _existing(path: str | Path, flag: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{flag} {path} does not exist; pass the unpruned checkpoint")
+    return path
 
 
 def _max_stride(loaded: LoadedModel) -> int:
@@ -278,5 +289,5 @@ def _round_to_stride(img_size: int, loaded: LoadedModel) -> int:
     stride = _max_stride(loaded)
     rounded = int(math.ceil(img_size / stride) * stride)
     if rounded != img_size:
-        print(f"img_size {img_size} is not a multiple of the model stride {stride}; using {rounded}")
+        LOGGER.warning("img_size %d is not a multiple of the model stride %d; using %d", img_size, stride, rounded)
     return rounded

@@ -27,8 +27,10 @@ class TrainerCallbacks:
         """Before the epoch's data loader is built (change ``trainer.train_set`` here)."""
 
     def on_before_optimizer_step(self, trainer: "Trainer") -> None:
-        """After the accumulated backward passes, before ``optimizer.step``; gradients are unscaled
-        (sparse-training regularisers add their gradient terms here)."""
+        """After the accumulated backward passes, before ``optimizer.step``.
+
+        Gradients are unscaled here (sparse-training regularisers add their gradient terms here).
+        """
 
     def on_step_end(self, trainer: "Trainer", epoch: int, step: int, loss_items: Any) -> None:
         """After every iteration's backward (and optimizer step, when one was due)."""

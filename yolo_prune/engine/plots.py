@@ -35,6 +35,7 @@ class ResultsLog:
         atomic_write_text(self.text(), self.csv_path)
 
     def text(self) -> str:
+        """The rows as CSV text (header first)."""
         if not self.rows:
             return ""
         buffer = io.StringIO()

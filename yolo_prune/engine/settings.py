@@ -7,10 +7,11 @@ from typing import Any
 
 from yolo_prune.engine.optim import SCHEDULES
 from yolo_prune.registry import unknown_name_message
+from yolo_prune.settings import IMG_SIZE, JobSettings
 
 
 @dataclass
-class TrainSettings:
+class TrainSettings(JobSettings):
     """Resolved settings of one fine-tuning run (written to ``args.yaml`` and into ``last.pt``).
 
     Attributes:
@@ -37,7 +38,7 @@ class TrainSettings:
     """
 
     epochs: int = 100
-    img_size: int = 640
+    img_size: int = IMG_SIZE
     batch_size: int = 16
     lr_schedule: str = "cosine"
     nominal_batch: int = 64
@@ -78,4 +79,5 @@ class TrainSettings:
         return cls(**{k: v for k, v in values.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain values (for ``args.yaml`` and ``last.pt``)."""
         return dataclasses.asdict(self)

@@ -10,22 +10,31 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from yolo_prune.adapters.base import DetectorAdapter
 from yolo_prune.engine import checkpointing
 from yolo_prune.engine.distributed import DistInfo, all_reduce_mean, barrier, unwrap_model, wrap_model
 from yolo_prune.engine.ema import ModelEMA
 from yolo_prune.engine.hooks import TrainerCallbacks
-from yolo_prune.engine.optim import (accumulate_steps, apply_warmup, build_optimizer, lr_factor,
-                                     scaled_weight_decay, set_epoch_lr, warmup_iterations)
+from yolo_prune.engine.optim import (
+    accumulate_steps,
+    apply_warmup,
+    build_optimizer,
+    lr_factor,
+    scaled_weight_decay,
+    set_epoch_lr,
+    warmup_iterations,
+)
 from yolo_prune.engine.plots import ResultsLog, plot_results
 from yolo_prune.engine.settings import TrainSettings
+
+if TYPE_CHECKING:  # annotations only: the engine takes an adapter, it never imports the families
+    from yolo_prune.adapters.base import DetectorAdapter
 
 # (student_outputs, teacher_outputs, imgs) -> (loss scaled like the detection loss, detached item)
 DistillFn = Callable[[Any, Any, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
@@ -55,18 +64,22 @@ class RunPaths:
 
     @property
     def last(self) -> Path:
+        """``weights/last.pt``: the full training state."""
         return self.root / "weights" / "last.pt"
 
     @property
     def best(self) -> Path:
+        """``weights/best.pt``: the best validated model."""
         return self.root / "weights" / "best.pt"
 
     @property
     def results_csv(self) -> Path:
+        """``results.csv``: one row per epoch."""
         return self.root / "results.csv"
 
     @property
     def results_png(self) -> Path:
+        """``results.png``: the curves of ``results.csv``."""
         return self.root / "results.png"
 
 
@@ -229,15 +242,16 @@ class Trainer:
         if mean is None:
             mean = torch.zeros(len(self.loss_names), device=self.device)
         mean = all_reduce_mean(mean, self.dist)
-        return dict(zip(self.loss_names, (float(v) for v in mean)))
+        return dict(zip(self.loss_names, (float(v) for v in mean), strict=False))
 
     @property
     def loss_names(self) -> list[str]:
+        """The adapter's loss items, plus ``distill`` when a teacher is used."""
         names = list(self.adapter.loss_names)
         return names + ["distill"] if self.teacher is not None else names
 
     def _progress_fields(self, mean: torch.Tensor, batch: tuple) -> dict[str, str]:
-        fields = {name: f"{float(v):.4f}" for name, v in zip(self.loss_names, mean)}
+        fields = {name: f"{float(v):.4f}" for name, v in zip(self.loss_names, mean, strict=False)}
         fields["lr"] = f"{self.optimizer.param_groups[0]['lr']:.2e}"
         fields["targets"] = str(int(batch[1].shape[0]))
         return fields

@@ -109,7 +109,7 @@ def coco_metrics(gt_dataset: dict[str, Any], results: list[dict], *, backend: st
     start = time.perf_counter()
     stats, precision = run(gt_dataset, results, image_ids)
     elapsed = time.perf_counter() - start
-    metrics: dict[str, Any] = {name: float(v) for name, v in zip(STAT_NAMES, stats)}
+    metrics: dict[str, Any] = {name: float(v) for name, v in zip(STAT_NAMES, stats, strict=True)}
     metrics["per_class"] = per_class_ap(precision, gt_dataset, image_ids, names)
     metrics.update(backend=backend, metric_time_s=elapsed)
     return metrics

@@ -19,16 +19,22 @@ from tqdm import tqdm
 
 from yolo_prune.data.errors import DataError
 from yolo_prune.data.transforms import scale_boxes
+from yolo_prune.devices import select_device
 from yolo_prune.evaluation.coco_eval import coco_metrics
 from yolo_prune.evaluation.nms import non_max_suppression
+from yolo_prune.evaluation.settings import DEFAULTS
 from yolo_prune.io.atomic import atomic_write_json
 
 logger = logging.getLogger(__name__)
 Decode = Callable[[Any], torch.Tensor]
 
 
-def yolov7_decode(output: Any) -> torch.Tensor:
-    """YOLOv7 eval output ``(pred, raw)`` -> ``pred`` ``[B, N, 5 + nc]``."""
+def first_output(output: Any) -> torch.Tensor:
+    """The default decode: the model already returns ``[B, N, 5 + nc]``, alone or first in a tuple.
+
+    That is the layout ``non_max_suppression`` takes (YOLOv7's eval output ``(pred, maps)`` has it);
+    other families pass their adapter's ``decode``.
+    """
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
@@ -56,7 +62,7 @@ def detections_to_coco(det: torch.Tensor, image_id: int, img_shape: tuple[int, i
     scores, classes = det[:, 4].float().cpu().numpy(), det[:, 5].long().cpu().numpy()
     return [{"image_id": int(image_id), "category_id": int(category_ids[c]),
              "bbox": [round(float(v), 3) for v in box], "score": round(float(s), 5)}
-            for box, s, c in zip(boxes, scores, classes)]
+            for box, s, c in zip(boxes, scores, classes, strict=True)]
 
 
 def _eval_loader(dataset: Any, batch_size: int, workers: int, max_images: int | None) -> tuple[Any, list[int]]:
@@ -102,7 +108,7 @@ def predict(model: nn.Module, loader: Any, dataset: Any, *, decode: Decode, devi
             _check_classes(pred, dataset)
         dets = non_max_suppression(pred, conf_thres, iou_thres, max_det=max_det)
         timer.lap("nms")
-        for det, image_id, shape in zip(dets, image_ids, shapes):
+        for det, image_id, shape in zip(dets, image_ids, shapes, strict=True):
             if shape is None:
                 raise DataError("evaluation needs an un-augmented dataset (augment=False): items have no "
                                 "inverse letterbox mapping")
@@ -112,19 +118,22 @@ def predict(model: nn.Module, loader: Any, dataset: Any, *, decode: Decode, devi
     return results, seen, timer.totals
 
 
-def evaluate(model: nn.Module, dataset: Any, *, decode: Decode | None = None, batch_size: int = 16,
-             conf_thres: float = 0.001, iou_thres: float = 0.65, max_det: int = 300, device: str | torch.device = "cpu",
-             half: bool = False, backend: str = "faster_coco_eval", workers: int = 0, max_images: int | None = None,
+def evaluate(model: nn.Module, dataset: Any, *, decode: Decode | None = None, batch_size: int = DEFAULTS.batch_size,
+             conf_thres: float = DEFAULTS.conf_thres, iou_thres: float = DEFAULTS.iou_thres,
+             max_det: int = DEFAULTS.max_det, device: str | torch.device = DEFAULTS.device, half: bool = DEFAULTS.half,
+             backend: str = DEFAULTS.backend, workers: int = DEFAULTS.workers, max_images: int | None = None,
              results_path: str | Path | None = None) -> dict[str, Any]:
     """COCO mAP of ``model`` on ``dataset`` (a ``CocoDetectionDataset`` with ``augment=False``).
 
     Args:
         model: Detector; moved to ``device`` and run in eval mode (its mode is restored after).
         dataset: Evaluation dataset; rect datasets are read with the batch size they were built for.
-        decode: Model output -> ``[B, N, 5 + nc]`` (``adapter.decode``); None: YOLOv7 (``output[0]``).
+        decode: Model output -> ``[B, N, 5 + nc]`` (``adapter.decode``); None: ``first_output``.
         batch_size: Images per forward pass.
-        conf_thres, iou_thres, max_det: NMS settings (YOLOv7 ``test.py`` defaults).
-        device: Torch device.
+        conf_thres: NMS confidence threshold (YOLOv7 ``test.py`` defaults, see ``EvalSettings``).
+        iou_thres: NMS IoU threshold.
+        max_det: Detections kept per image.
+        device: Torch device (``''``: GPU if any, else CPU).
         half: fp16 inference on CUDA (a half copy of the model; ignored on CPU).
         backend: ``faster_coco_eval`` or ``pycocotools``.
         workers: Data loader processes.
@@ -136,20 +145,14 @@ def evaluate(model: nn.Module, dataset: Any, *, decode: Decode | None = None, ba
         ``speed_ms`` (per image: data, preprocess, inference, nms, postprocess), ``images_per_s``,
         ``n_images``, ``n_detections``, ``metric_time_s`` and ``settings``.
     """
-    device = torch.device(device)
+    device = select_device(device)
     if half and device.type != "cuda":
         logger.warning("half=True needs CUDA; evaluating in fp32 on %s", device)
         half = False
     loader, image_ids = _eval_loader(dataset, batch_size, workers, max_images)
-    was_training = model.training
-    net = (copy.deepcopy(model).half() if half else model).to(device).eval()
-    start = time.perf_counter()
-    try:
-        results, seen, stage_s = predict(net, loader, dataset, decode=decode or yolov7_decode, device=device, half=half,
-                                         conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det)
-    finally:
-        model.train(was_training)
-    wall_s = time.perf_counter() - start
+    nms = {"conf_thres": conf_thres, "iou_thres": iou_thres, "max_det": max_det}
+    results, seen, stage_s, wall_s = _predict_all(model, loader, dataset, decode=decode or first_output,
+                                                  device=device, half=half, nms=nms)
     if results_path is not None:
         atomic_write_json(results, results_path)
     metrics = coco_metrics(dataset.coco.dataset, results, backend=backend, image_ids=image_ids or seen,
@@ -158,8 +161,20 @@ def evaluate(model: nn.Module, dataset: Any, *, decode: Decode | None = None, ba
     metrics.update(
         speed_ms={k: 1000 * v / n for k, v in stage_s.items()}, images_per_s=len(seen) / wall_s if wall_s else 0.0,
         n_images=len(seen), n_detections=len(results),
-        settings={"batch_size": loader.batch_size, "conf_thres": conf_thres, "iou_thres": iou_thres,
-                  "max_det": max_det, "device": str(device), "half": half, "backend": backend,
+        settings={"batch_size": loader.batch_size, **nms, "device": str(device), "half": half, "backend": backend,
                   "multi_label": True, "img_shape_rect": bool(getattr(dataset, "rect", False)),
                   "img_size": getattr(dataset, "img_size", None)})
     return metrics
+
+
+def _predict_all(model: nn.Module, loader: Any, dataset: Any, *, decode: Decode, device: torch.device, half: bool,
+                 nms: dict[str, Any]) -> tuple[list[dict], list[int], dict[str, float], float]:
+    """``predict`` on an eval-mode (half) copy; the caller's model keeps its mode. Adds the wall time."""
+    was_training = model.training
+    net = (copy.deepcopy(model).half() if half else model).to(device).eval()
+    start = time.perf_counter()
+    try:
+        results, seen, stage_s = predict(net, loader, dataset, decode=decode, device=device, half=half, **nms)
+    finally:
+        model.train(was_training)
+    return results, seen, stage_s, time.perf_counter() - start

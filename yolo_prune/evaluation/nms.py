@@ -5,11 +5,13 @@ import torch
 import torchvision
 
 from yolo_prune.data.transforms import cxcywh_to_xyxy
+from yolo_prune.evaluation.settings import DEFAULTS
 
 MAX_NMS_INPUT = 30_000  # boxes entering NMS per image, highest scores first (as YOLOv7)
 
 
-def non_max_suppression(pred: torch.Tensor, conf_thres: float = 0.001, iou_thres: float = 0.65, max_det: int = 300,
+def non_max_suppression(pred: torch.Tensor, conf_thres: float = DEFAULTS.conf_thres,
+                        iou_thres: float = DEFAULTS.iou_thres, max_det: int = DEFAULTS.max_det,
                         classes: list[int] | None = None, agnostic: bool = False, multi_label: bool = True
                         ) -> list[torch.Tensor]:
     """Per-class NMS of ``[B, N, 5 + nc]`` predictions (cx, cy, w, h, objectness, class probs).

@@ -1,26 +1,10 @@
-"""Safe checkpoint loading and atomic saving.
+"""Files: atomic writing, the loaded-model record, looking inside checkpoints without running them.
 
-The checkpoint functions are imported lazily: they pull in ``models`` and the adapters,
-which must not load merely because some module wants ``atomic_write_json``.
+Reading a checkpoint is a family's business (``yolo_prune.adapters.<family>``); what every
+family shares lives here.
 """
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
 from yolo_prune.io.atomic import atomic_path, atomic_torch_save, atomic_write_json, atomic_write_text
+from yolo_prune.io.checkpoint import TRUST_HINT, CheckpointError, LoadedModel, check_readable
 
-_LAZY = {
-    "CheckpointError": "yolo_prune.io.checkpoint",
-    "load_checkpoint": "yolo_prune.io.checkpoint",
-    "read_checkpoint": "yolo_prune.io.checkpoint",
-    "save_checkpoint": "yolo_prune.io.checkpoint",
-}
-
-__all__ = ["atomic_path", "atomic_torch_save", "atomic_write_json", "atomic_write_text", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'yolo_prune.io' has no attribute {name!r}")
+__all__ = ["TRUST_HINT", "CheckpointError", "LoadedModel", "atomic_path", "atomic_torch_save", "atomic_write_json",
+           "atomic_write_text", "check_readable"]

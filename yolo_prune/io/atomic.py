@@ -59,12 +59,14 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
 
 
 def atomic_write_text(text: str, path: str | Path) -> Path:
+    """Writes ``text`` to ``path`` through ``atomic_path``."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
 
 
 def atomic_write_json(obj: Any, path: str | Path) -> Path:
+    """Writes ``obj`` as indented JSON (paths and tensors as plain values) through ``atomic_path``."""
     return atomic_write_text(json.dumps(obj, indent=2, default=_json_default) + "\n", path)
 
 

@@ -11,7 +11,6 @@ import zipfile
 from pathlib import Path
 
 
-
 def pickle_globals(path: str | Path) -> set[tuple[str, str]]:
     """``{(module, name)}`` of every global the checkpoint's pickle references.
 

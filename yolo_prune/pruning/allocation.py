@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 from torch import nn
 
-from yolo_prune.adapters.base import DetectorAdapter
+if TYPE_CHECKING:  # annotations only: generic code takes an adapter, it never imports the families
+    from yolo_prune.adapters.base import DetectorAdapter
 from yolo_prune.pruning.pruner import PruneResult, prune_model
 from yolo_prune.pruning.recipe import Recipe
 from yolo_prune.pruning.sensitivity import SensitivityResult
+from yolo_prune.pruning.settings import SENSITIVITY_DEFAULTS
 from yolo_prune.registry import unknown_name_message
+from yolo_prune.settings import IMG_SIZE
 
-RATIO_STEP = 0.05  # grid of candidate ratios between the scanned ones
+RATIO_STEP = SENSITIVITY_DEFAULTS.step  # grid of candidate ratios between the scanned ones
 SMOOTHNESS = 1e-3  # tie-breaking penalty smoothness * ratio**2, in score units
 # target metric -> (field of ScanPoint / baseline, divisor turning it into the metric's unit)
 TARGET_METRICS: dict[str, tuple[str, float]] = {"gmacs": ("macs", 1e9), "params_m": ("params", 1e6),
@@ -37,7 +40,7 @@ class Target:
 
     metric: str
     value: float
-    tolerance: float = 0.05
+    tolerance: float = SENSITIVITY_DEFAULTS.tolerance
 
     def __post_init__(self) -> None:
         if self.metric not in TARGET_METRICS:
@@ -48,6 +51,7 @@ class Target:
             raise ValueError(f"target tolerance is relative, in (0, 1), e.g. 0.05; got {self.tolerance}")
 
     def met_by(self, value: float) -> bool:
+        """True when ``value`` lies within the tolerance of the target."""
         return abs(value - self.value) <= self.tolerance * self.value
 
 
@@ -60,6 +64,7 @@ def target_from_reduction(scan: SensitivityResult, metric: str, reduction: float
 
 
 def baseline_value(scan: SensitivityResult, metric: str) -> float:
+    """The unpruned model's value of ``metric`` (GMACs, M params or ms) in the scan."""
     key, unit = _metric(metric)
     value = scan.baseline.get(key)
     if value is None:
@@ -140,9 +145,9 @@ def allocate(scan: SensitivityResult, target: Target, *, step: float = RATIO_STE
                          f"highest scanned ratio is predicted to reach only {base - best:.4g} "
                          f"(baseline {base:.4g}). Scan higher ratios (e.g. --ratios 0.2 0.4 0.6 0.8) or relax "
                          f"the target.")
-    unit_ratios = {t.name: round(float(t.ratios[i]), 4) for t, i in zip(tables, picks)}
-    saving = sum(float(t.savings[i]) for t, i in zip(tables, picks))
-    drop = sum(float(t.drops[i]) for t, i in zip(tables, picks))
+    unit_ratios = {t.name: round(float(t.ratios[i]), 4) for t, i in zip(tables, picks, strict=True)}
+    saving = sum(float(t.savings[i]) for t, i in zip(tables, picks, strict=True))
+    drop = sum(float(t.drops[i]) for t, i in zip(tables, picks, strict=True))
     patterns = {t.name: t.patterns for t in tables}
     layer_ratios = {p: r for name, r in unit_ratios.items() if r > 0 for p in patterns[name]}
     return Allocation(unit_ratios={k: v for k, v in unit_ratios.items() if v > 0}, layer_ratios=layer_ratios,
@@ -191,9 +196,11 @@ def _lower_hull(x: np.ndarray, y: np.ndarray) -> list[int]:
 
 
 def _greedy_hull(tables: list[_UnitTable], need: float) -> list[int] | None:
-    """Walks the hulls, cheapest slope first; the move that would reach ``need`` is replaced by the
-    cheapest single grid move (of any unit) that reaches it, so the target is not overshot by a
-    whole hull segment. Returns grid indices per unit (None: unreachable)."""
+    """Walks the hulls, cheapest slope first; returns grid indices per unit (None: unreachable).
+
+    The move that would reach ``need`` is replaced by the cheapest single grid move (of any unit)
+    that reaches it, so the target is not overshot by a whole hull segment.
+    """
     picks = [0] * len(tables)
     steps = [0] * len(tables)  # position on each hull
     saving = 0.0
@@ -237,13 +244,14 @@ MeasureFn = Callable[[PruneResult], float]
 
 
 def allocate_and_verify(scan: SensitivityResult, target: Target, model: nn.Module, adapter: DetectorAdapter, *,
-                        img_size: int = 640, measure_fn: MeasureFn | None = None, max_iters: int = 12,
+                        img_size: int = IMG_SIZE, measure_fn: MeasureFn | None = None, max_iters: int = 12,
                         prune_settings: Mapping[str, Any] | None = None, step: float = RATIO_STEP,
                         max_ratio: float | None = None, smoothness: float = SMOOTHNESS) -> Allocation:
     """``allocate``, then prunes copies of ``model`` and corrects until the measured value meets the target.
 
     Args:
-        scan, target: As for ``allocate``.
+        scan: The sensitivity scan (as for ``allocate``).
+        target: What to reach (as for ``allocate``).
         model: The unpruned model the scan was made on (left unchanged).
         adapter: Its adapter.
         img_size: Tracing / MAC-counting size (use the scan's).
@@ -251,7 +259,9 @@ def allocate_and_verify(scan: SensitivityResult, target: Target, model: nn.Modul
             Latency targets need one (e.g. fused latency on the target device).
         max_iters: Pruning trials at most (each prunes one copy).
         prune_settings: Further ``prune_model`` arguments (importance, round_to, ...), as in the scan.
-        step, max_ratio, smoothness: As for ``allocate``.
+        step: Ratio grid, as for ``allocate``.
+        max_ratio: No unit above this ratio, as for ``allocate``.
+        smoothness: As for ``allocate``.
 
     Returns:
         The allocation closest to the target; ``measured_value`` holds what pruning really gave.
@@ -259,11 +269,8 @@ def allocate_and_verify(scan: SensitivityResult, target: Target, model: nn.Modul
     """
     measure = measure_fn or _default_measure(target.metric)
     base = baseline_value(scan, target.metric)
-    under: tuple[float, float] = (0.0, base)  # (requested saving, measured value) that pruned too little
-    over: tuple[float, float] | None = None  # ... and one that pruned too much
-    request: float | None = base - target.value
-    best: Allocation | None = None
-    history: list[dict[str, float]] = []
+    under, over = (0.0, base), None  # (requested saving, measured value) that pruned too little / too much
+    request, best, history = base - target.value, None, []
     tables = _unit_tables(scan, target.metric, step, max_ratio, smoothness)
     ceiling = sum(float(t.savings[t.hull[-1]]) for t in tables)  # the most any request can ask for
     for _ in range(max_iters):
@@ -325,7 +332,7 @@ def _metric(metric: str) -> tuple[str, float]:
 
 
 # -- the uniform baseline -----------------------------------------------------------------------
-def uniform_ratio_for_target(model: nn.Module, adapter: DetectorAdapter, target: Target, *, img_size: int = 640,
+def uniform_ratio_for_target(model: nn.Module, adapter: DetectorAdapter, target: Target, *, img_size: int = IMG_SIZE,
                              measure_fn: MeasureFn | None = None, max_iters: int = 14,
                              prune_settings: Mapping[str, Any] | None = None) -> tuple[float, float]:
     """The single ``pruning_ratio`` (every group alike) whose pruned model meets ``target``.

@@ -7,24 +7,32 @@ same final size. A dry run with the final settings fixes every group's final wid
 again on the freshly fine-tuned weights, so the last step lands exactly on the one-shot widths.
 
 Fine-tuning and scoring are injected (``finetune_fn``, ``score_fn``) so the loop runs with
-the real engine and COCO mAP from the CLI, and with cheap stand-ins in tests.
+the family's fine-tuning and COCO mAP in the prune job (``yolo_prune.jobs.iterative``), and
+with cheap stand-ins in tests.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import glob
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
-from yolo_prune.adapters.base import DetectorAdapter, LoadedModel
 from yolo_prune.io import atomic_path, atomic_write_json
 from yolo_prune.pruning.pruner import PruningError, conv_out_channels, prune_model
+from yolo_prune.pruning.settings import PRUNE_DEFAULTS
+from yolo_prune.settings import IMG_SIZE
+
+if TYPE_CHECKING:  # annotations only: generic code takes an adapter, it never imports the families
+    from yolo_prune.adapters.base import DetectorAdapter
+
+LOGGER = logging.getLogger(__name__)
 
 # finetune_fn(model, step) -> the fine-tuned model (the same object or a new one, e.g. best.pt's)
 FinetuneFn = Callable[[nn.Module, int], nn.Module]
@@ -53,6 +61,7 @@ class IterativeResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """Settings and steps as plain values (``iterative.json``)."""
         return {"settings": self.settings, "steps": [dataclasses.asdict(s) for s in self.steps]}
 
     def save(self, out_dir: str | Path, *, metric: str = "score") -> dict[str, Path]:
@@ -63,9 +72,9 @@ class IterativeResult:
 
 
 def iterative_prune(model: nn.Module, adapter: DetectorAdapter, *, steps: int, finetune_fn: FinetuneFn | None,
-                    score_fn: ScoreFn | None = None, img_size: int = 640, pruning_ratio: float = 0.5,
+                    score_fn: ScoreFn | None = None, img_size: int = IMG_SIZE, pruning_ratio: float = PRUNE_DEFAULTS.pruning_ratio,
                     layer_ratios: Mapping[str, float] | None = None, score_before_finetune: bool = True,
-                    progress: Callable[[str], None] | None = print, **prune_settings: Any) -> IterativeResult:
+                    progress: Callable[[str], None] | None = LOGGER.info, **prune_settings: Any) -> IterativeResult:
     """Prunes ``model`` in ``steps`` equal steps towards the final ratios, fine-tuning after each.
 
     The final width of every group is fixed up front by a dry run with the final settings (so
@@ -164,68 +173,6 @@ def _score(score_fn: ScoreFn | None, model: nn.Module) -> float | None:
     return None if score_fn is None else float(score_fn(model))
 
 
-def engine_finetune_fn(loaded: LoadedModel, *, data: str | Path, out_dir: str | Path, epochs: int,
-                       callbacks: Any = None, **train_settings: Any) -> FinetuneFn:
-    """A ``finetune_fn`` running ``yolo_prune.engine.finetune`` for ``epochs`` per step.
-
-    Each step trains in ``out_dir/step<k>`` and continues from the EMA weights it ends with.
-
-    Args:
-        loaded: The model being pruned (its family, class names and strides label each step's run).
-        data: Data yaml.
-        out_dir: Parent folder of the per-step runs.
-        epochs: Fine-tune epochs per step (the budget of the whole job is ``steps * epochs``).
-        callbacks: Trainer hooks (e.g. ``SparseTrainingCallback``), shared by every step.
-        **train_settings: ``TrainSettings`` fields (img_size, batch_size, device, workers, ...).
-    """
-    from yolo_prune.engine import finetune
-
-    def run(model: nn.Module, step: int) -> nn.Module:
-        job = LoadedModel(model=model, family=loaded.family, names=list(loaded.names), stride=list(loaded.stride),
-                          cfg=loaded.cfg, source=loaded.source, meta=dict(loaded.meta))
-        result = finetune(job, data=data, out_dir=Path(out_dir) / f"step{step}", epochs=epochs, exist_ok=True,
-                          callbacks=callbacks, **train_settings)
-        return result.model.float()
-
-    return run
-
-
-def run_iterative(loaded: LoadedModel, *, data: str | Path, steps: int, epochs_per_step: int, out_dir: str | Path,
-                  img_size: int = 640, metric: str = "map50_95", max_images: int | None = None,
-                  prune_kwargs: Mapping[str, Any] | None = None, **train_settings: Any) -> IterativeResult:
-    """The whole iterative job for the CLI: prune / fine-tune ``steps`` times, score on the val split,
-    save ``final.pt`` (the family's format), ``iterative.json`` and ``iterative.png`` into ``out_dir``.
-
-    Args:
-        loaded: The model to prune (``loaded.model`` is replaced by the final model).
-        data: Data yaml (train split fine-tunes, val split scores).
-        steps: Prune / fine-tune rounds.
-        epochs_per_step: Fine-tune epochs after each pruning.
-        out_dir: Output folder.
-        img_size: Training, evaluation and tracing size.
-        metric: Score recorded per step (``map50_95``, ``map50``).
-        max_images: Score on the first N val images (None: all).
-        prune_kwargs: ``prune_model`` arguments (``pruning_ratio``, ``layer_ratios`` ... e.g. a recipe).
-        **train_settings: ``TrainSettings`` fields for every fine-tune (batch_size, device, workers ...).
-    """
-    from yolo_prune import api
-    from yolo_prune.pruning.sensitivity import make_map_score_fn
-
-    out_dir = Path(out_dir)
-    device = str(train_settings.get("device") or "cpu")
-    score_fn = make_map_score_fn(loaded, data, img_size=img_size, max_images=max_images, metric=metric,
-                                 batch_size=int(train_settings.get("batch_size", 16)), device=device)
-    finetune_fn = engine_finetune_fn(loaded, data=data, out_dir=out_dir, epochs=epochs_per_step, img_size=img_size,
-                                     **train_settings)
-    result = iterative_prune(loaded.model, api.adapter_of(loaded), steps=steps, finetune_fn=finetune_fn,
-                             score_fn=score_fn, img_size=img_size, **dict(prune_kwargs or {}))
-    result.settings.update({"metric": metric, "epochs_per_step": epochs_per_step, "data": str(data)})
-    loaded.model = result.model.cpu()
-    api.save(loaded, out_dir / "final.pt")
-    result.save(out_dir, metric=metric)
-    return result
-
-
 def plot_iterative(result: IterativeResult, path: str | Path, *, metric: str = "score") -> Path:
     """Score after fine-tuning (solid) and right after pruning (dashed) against GMACs, per step."""
     import matplotlib
@@ -238,9 +185,9 @@ def plot_iterative(result: IterativeResult, path: str | Path, *, metric: str = "
     tuned = [(r.gmacs, r.score) for r in rows if r.score is not None]
     pruned = [(r.gmacs, r.score_pruned) for r in rows if r.score_pruned is not None]
     if tuned:
-        ax.plot(*zip(*tuned), marker="o", label="after fine-tune")
+        ax.plot(*zip(*tuned, strict=True), marker="o", label="after fine-tune")
     if pruned:
-        ax.plot(*zip(*pruned), marker="x", ls="--", label="after pruning")
+        ax.plot(*zip(*pruned, strict=True), marker="x", ls="--", label="after pruning")
     for r in rows:
         if r.score is not None:
             ax.annotate(str(r.step), (r.gmacs, r.score), textcoords="offset points", xytext=(4, 4), fontsize=8)

@@ -11,14 +11,17 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
-from yolo_prune.adapters.base import DetectorAdapter
 from yolo_prune.pruning.importance import get_importance
+from yolo_prune.pruning.settings import PRUNE_DEFAULTS as D
+
+if TYPE_CHECKING:  # annotations only: generic code takes an adapter, it never imports the families
+    from yolo_prune.adapters.base import DetectorAdapter
 
 # (images float [B, 3, H, W] in 0..1, targets [M, 6] = (batch_idx, cls, cx, cy, w, h) normalised)
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -64,14 +67,17 @@ class PruneResult:
 
     @property
     def gmacs_before(self) -> float:
+        """MACs before pruning, in billions."""
         return self.macs_before / 1e9
 
     @property
     def gmacs_after(self) -> float:
+        """MACs after pruning, in billions."""
         return self.macs_after / 1e9
 
     @property
     def macs_reduction(self) -> float:
+        """How many times fewer MACs the pruned model needs."""
         return self.macs_before / max(self.macs_after, 1.0)
 
     def summary(self) -> dict[str, Any]:
@@ -90,29 +96,18 @@ class PruneResult:
         }
 
 
-def prune_model(
-    model: nn.Module,
-    adapter: DetectorAdapter,
-    *,
-    img_size: int = 640,
-    importance: str = "l2",
-    pruning_ratio: float = 0.5,
-    global_pruning: bool = False,
-    layer_ratios: dict[str, float] | None = None,
-    max_pruning_ratio: float = 1.0,
-    round_to: int | None = None,
-    iterative_steps: int = 1,
-    taylor_batches: Iterable[Batch] | None = None,
-    loss_hyp: dict | None = None,
-    seed: int = 0,
-    dry_run: bool = False,
-) -> PruneResult:
-    """Removes whole channels of ``model`` (in place) at ``pruning_ratio``.
+def prune_model(model: nn.Module, adapter: DetectorAdapter, *, img_size: int = D.img_size,
+                importance: str = D.importance, pruning_ratio: float = D.pruning_ratio,
+                global_pruning: bool = D.global_pruning, layer_ratios: dict[str, float] | None = None,
+                max_pruning_ratio: float = D.max_pruning_ratio, round_to: int | None = D.round_to,
+                iterative_steps: int = D.iterative_steps, taylor_batches: Iterable[Batch] | None = None,
+                loss_hyp: dict | None = None, seed: int = D.seed, dry_run: bool = False) -> PruneResult:
+    """Removes whole channels of ``model`` (in place) at ``pruning_ratio`` (defaults: ``PruneSettings``).
 
     Args:
         model: A float32 detector of ``adapter``'s family.
         adapter: Tells which layers are ignored and which parameters are unwrapped.
-        img_size: Side of the square example input used for tracing and MAC counting.
+        img_size: Side of the square example input used for MAC counting.
         importance: A name in ``yolo_prune.pruning.IMPORTANCES`` (l1, l2, taylor, ...).
         pruning_ratio: Fraction of channels removed per group (or globally), in [0, 1).
         global_pruning: Rank channels across all groups instead of within each group.
@@ -131,54 +126,75 @@ def prune_model(
         PruningError: Nothing was removed, or the output shapes changed.
     """
     _check_settings(pruning_ratio, max_pruning_ratio, round_to, iterative_steps, img_size)
-    spec = get_importance(importance)
+    get_importance(importance)  # an unknown criterion fails before the model is touched
     settings = dict(importance=importance, pruning_ratio=pruning_ratio, global_pruning=global_pruning,
                     layer_ratios=dict(layer_ratios or {}), max_pruning_ratio=max_pruning_ratio,
                     round_to=round_to, iterative_steps=iterative_steps, img_size=img_size, seed=seed)
     torch.manual_seed(seed)
     was_training = model.training
     model = adapter.prepare_for_pruning(model).eval()
-    device = next(model.parameters()).device
-    example_inputs = torch.zeros(1, 3, img_size, img_size, device=device)
-    # Tracing and the shape check only need the graph, not the full resolution: a small input
-    # (a multiple of every YOLO stride up to 64 and 128) makes pruning a full-size model fast.
-    trace_inputs = example_inputs[..., :min(img_size, TRACE_SIZE), :min(img_size, TRACE_SIZE)]
-    shapes_before = _output_shapes(model, adapter, trace_inputs)  # train and eval outputs
-    macs_before, params_before = tp.utils.count_ops_and_params(model, example_inputs)
-    channels_before = conv_out_channels(model)
-
+    result, trace_inputs, shapes_before = _before(model, adapter, settings, dry_run)
     nothing_to_do = pruning_ratio == 0 and not layer_ratios
-    groups: list[PruneGroup] = []
     if not nothing_to_do:
-        with _parameters_require_grad(model), _training_mode_frozen_bn(model):
-            pruner = tp.pruner.BasePruner(
-                model, trace_inputs, importance=spec.build(), global_pruning=global_pruning,
-                pruning_ratio=pruning_ratio,
-                pruning_ratio_dict=_match_layer_ratios(model, layer_ratios, adapter),
-                max_pruning_ratio=max_pruning_ratio, iterative_steps=iterative_steps,
-                ignored_layers=adapter.ignored_layers(model), round_to=round_to,
-                unwrapped_parameters=adapter.unwrapped_parameters(model), forward_fn=_training_forward)
-            for _ in range(1 if dry_run else iterative_steps):
-                if spec.needs_gradients:
-                    _accumulate_loss_gradients(model, adapter, taylor_batches, img_size, loss_hyp, seed)
-                groups.extend(_run_step(pruner, dry_run))
-            model.zero_grad(set_to_none=True)
-
-    model = adapter.finish_pruning(model)
-    model.train(was_training)
-    result = PruneResult(model, params_before, params_before, macs_before, macs_before, groups,
-                         channels_before, channels_before, settings, dry_run)
-    if dry_run or nothing_to_do:
-        return result
-    _check_shapes(shapes_before, _output_shapes(model, adapter, trace_inputs))  # restores the mode
-    result.macs_after, result.params_after = tp.utils.count_ops_and_params(model, example_inputs)
-    result.channels_after = conv_out_channels(model)
-    if result.params_after >= params_before:
-        raise PruningError(
-            f"pruning at ratio {pruning_ratio} removed nothing (params {params_before}). Every group was "
-            "ignored or already at its limit: lower max_pruning_ratio or round_to, check the adapter's "
-            "ignored_layers, or raise the ratio.")
+        result.groups = _prune_groups(model, adapter, trace_inputs, settings, taylor_batches, loss_hyp, dry_run)
+    result.model = adapter.finish_pruning(model)
+    result.model.train(was_training)
+    if not (dry_run or nothing_to_do):
+        _check_shapes(shapes_before, _output_shapes(result.model, adapter, trace_inputs))  # restores the mode
+        _measure_after(result, img_size)
     return result
+
+
+def _before(model: nn.Module, adapter: DetectorAdapter, settings: dict[str, Any],
+            dry_run: bool) -> tuple[PruneResult, torch.Tensor, list[tuple[int, ...]]]:
+    """The unpruned model's counts (as a result that changed nothing), the tracing input, its output shapes.
+
+    Tracing and the shape check only need the graph, not the full resolution: a small input
+    (a multiple of every YOLO stride up to 64 and 128) makes pruning a full-size model fast.
+    """
+    img_size = settings["img_size"]
+    example_inputs = torch.zeros(1, 3, img_size, img_size, device=next(model.parameters()).device)
+    trace_inputs = example_inputs[..., :min(img_size, TRACE_SIZE), :min(img_size, TRACE_SIZE)]
+    shapes = _output_shapes(model, adapter, trace_inputs)  # train and eval outputs
+    macs, params = tp.utils.count_ops_and_params(model, example_inputs)
+    channels = conv_out_channels(model)
+    result = PruneResult(model, params, params, macs, macs, [], channels, dict(channels), settings, dry_run)
+    return result, trace_inputs, shapes
+
+
+def _prune_groups(model: nn.Module, adapter: DetectorAdapter, trace_inputs: torch.Tensor, settings: dict[str, Any],
+                  taylor_batches: Iterable[Batch] | None, loss_hyp: dict | None, dry_run: bool) -> list[PruneGroup]:
+    """Runs torch-pruning's pruner step by step (one step on a dry run); returns what each group lost."""
+    spec = get_importance(settings["importance"])
+    steps = settings["iterative_steps"]
+    groups: list[PruneGroup] = []
+    with _parameters_require_grad(model), _training_mode_frozen_bn(model):
+        pruner = tp.pruner.BasePruner(
+            model, trace_inputs, importance=spec.build(), global_pruning=settings["global_pruning"],
+            pruning_ratio=settings["pruning_ratio"],
+            pruning_ratio_dict=_match_layer_ratios(model, settings["layer_ratios"], adapter),
+            max_pruning_ratio=settings["max_pruning_ratio"], iterative_steps=steps,
+            ignored_layers=adapter.ignored_layers(model), round_to=settings["round_to"],
+            unwrapped_parameters=adapter.unwrapped_parameters(model), forward_fn=_training_forward)
+        for _ in range(1 if dry_run else steps):
+            if spec.needs_gradients:
+                _accumulate_loss_gradients(model, adapter, taylor_batches, settings["img_size"], loss_hyp,
+                                           settings["seed"])
+            groups.extend(_run_step(pruner, dry_run))
+        model.zero_grad(set_to_none=True)
+    return groups
+
+
+def _measure_after(result: PruneResult, img_size: int) -> None:
+    """Fills the after-pruning MACs, params and widths; refuses a step that removed nothing."""
+    example_inputs = torch.zeros(1, 3, img_size, img_size, device=next(result.model.parameters()).device)
+    result.macs_after, result.params_after = tp.utils.count_ops_and_params(result.model, example_inputs)
+    result.channels_after = conv_out_channels(result.model)
+    if result.params_after >= result.params_before:
+        raise PruningError(
+            f"pruning at ratio {result.settings['pruning_ratio']} removed nothing (params {result.params_before}). "
+            "Every group was ignored or already at its limit: lower max_pruning_ratio or round_to, check the "
+            "adapter's ignored_layers, or raise the ratio.")
 
 
 def conv_out_channels(model: nn.Module) -> dict[str, int]:
@@ -235,7 +251,7 @@ def _run_step(pruner: tp.pruner.BasePruner, dry_run: bool) -> list[PruneGroup]:
 def _parameters_require_grad(model: nn.Module) -> Iterator[None]:
     """torch-pruning traces through autograd: a frozen parameter silently hides its layer."""
     frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         p.requires_grad_(True)
     try:
         yield
@@ -260,8 +276,10 @@ def _training_mode_frozen_bn(model: nn.Module) -> Iterator[None]:
 
 
 def _training_forward(model: nn.Module, x: torch.Tensor) -> Any:
-    """torch-pruning's tracer puts the model in eval mode; trace the training forward instead,
-    because some heads only use every branch there (IAuxDetect returns no auxiliary maps in eval)."""
+    """The training forward, traced instead of the eval one torch-pruning's tracer would run.
+
+    Some heads only use every branch in training mode (IAuxDetect returns no auxiliary maps in eval).
+    """
     with _training_mode_frozen_bn(model):
         return model(x)
 

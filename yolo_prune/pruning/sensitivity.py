@@ -18,17 +18,24 @@ import fnmatch
 import glob
 import io
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
-from yolo_prune.adapters.base import DetectorAdapter, LoadedModel
-from yolo_prune.io import atomic_path, atomic_write_json, atomic_write_text
+from yolo_prune.io import LoadedModel, atomic_path, atomic_write_json, atomic_write_text
 from yolo_prune.pruning.pruner import PruningError, prune_model
+from yolo_prune.pruning.settings import SENSITIVITY_DEFAULTS as D
+from yolo_prune.settings import IMG_SIZE
+
+if TYPE_CHECKING:  # annotations only: generic code takes an adapter, it never imports the families
+    from yolo_prune.adapters.base import DetectorAdapter
+
+LOGGER = logging.getLogger(__name__)
 
 ScoreFn = Callable[[nn.Module], float]
 CostFn = Callable[[nn.Module], float]
@@ -70,10 +77,12 @@ class SensitivityResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain values (``sensitivity.json``)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "SensitivityResult":
+        """The inverse of ``to_dict``."""
         units = [SensitivityUnit(name=u["name"], patterns=list(u["patterns"]), channels=int(u["channels"]),
                                  points=[ScanPoint(**p) for p in u["points"]]) for u in values["units"]]
         return cls(baseline=dict(values["baseline"]), units=units, settings=dict(values.get("settings", {})))
@@ -118,10 +127,10 @@ class SensitivityResult:
 
 
 def scan_sensitivity(model: nn.Module, adapter: DetectorAdapter, score_fn: ScoreFn, *,
-                     ratios: Sequence[float] = (0.1, 0.3, 0.5), units: str | Mapping[str, Sequence[str]] = "group",
-                     img_size: int = 640, latency_fn: CostFn | None = None,
+                     ratios: Sequence[float] = D.ratios, units: str | Mapping[str, Sequence[str]] = D.units,
+                     img_size: int = IMG_SIZE, latency_fn: CostFn | None = None,
                      prune_settings: Mapping[str, Any] | None = None,
-                     progress: Callable[[str], None] | None = print) -> SensitivityResult:
+                     progress: Callable[[str], None] | None = LOGGER.info) -> SensitivityResult:
     """Prunes each unit alone at each ratio (on copies) and scores the result.
 
     Args:
@@ -177,8 +186,8 @@ def scan_point(model: nn.Module, adapter: DetectorAdapter, unit: SensitivityUnit
                      latency_ms=None if latency_fn is None else float(latency_fn(result.model)))
 
 
-def list_units(model: nn.Module, adapter: DetectorAdapter, units: str | Mapping[str, Sequence[str]] = "group", *,
-               img_size: int = 640, prune_settings: Mapping[str, Any] | None = None) -> list[SensitivityUnit]:
+def list_units(model: nn.Module, adapter: DetectorAdapter, units: str | Mapping[str, Sequence[str]] = D.units, *,
+               img_size: int = IMG_SIZE, prune_settings: Mapping[str, Any] | None = None) -> list[SensitivityUnit]:
     """The units a scan visits (without points), from a dry run of the pruner on a copy."""
     settings = {k: v for k, v in (prune_settings or {}).items() if k in ("importance", "round_to", "seed")}
     if settings.get("importance") == "taylor":
@@ -262,10 +271,10 @@ def _device(model: nn.Module) -> torch.device:
 
 
 # -- score and latency functions for real models (COCO mAP on a val subset, fused latency) ----------
-def make_map_score_fn(loaded: LoadedModel, data: str | Path, *, img_size: int, max_images: int | None,
-                      batch_size: int = 16, device: str = "cpu", metric: str = "map50_95",
-                      workers: int = 0) -> Callable[[nn.Module], float]:
-    """``model -> mAP`` on the first ``max_images`` images of the data's val split."""
+def make_map_score_fn(loaded: LoadedModel, adapter: DetectorAdapter, data: str | Path, *, img_size: int,
+                      max_images: int | None, batch_size: int = D.batch_size, device: str = D.device,
+                      metric: str = D.metric, workers: int = D.workers) -> Callable[[nn.Module], float]:
+    """``model -> mAP`` on the first ``max_images`` images of the data's val split (``adapter.decode``)."""
     from yolo_prune.data import CocoDetectionDataset, load_data_config
     from yolo_prune.evaluation import evaluate
 
@@ -275,22 +284,21 @@ def make_map_score_fn(loaded: LoadedModel, data: str | Path, *, img_size: int, m
     stride = max(32, int(max(loaded.stride)) if loaded.stride else 32)
     dataset = CocoDetectionDataset(cfg.val_images, cfg.val_ann, img_size=img_size, augment=False, rect=True,
                                    batch_size=batch_size, stride=stride)
-    from yolo_prune import api
-
-    decode = api.adapter_of(loaded).decode
 
     def score(model: nn.Module) -> float:
-        metrics = evaluate(model, dataset, decode=decode, batch_size=batch_size, device=device, workers=workers,
-                           max_images=max_images)
+        metrics = evaluate(model, dataset, decode=adapter.decode, batch_size=batch_size, device=device,
+                           workers=workers, max_images=max_images)
         return float(metrics[metric])
 
     return score
 
 
-def make_latency_fn(adapter: DetectorAdapter, img_size: int, *, device: str = "cpu",
+def make_latency_fn(adapter: DetectorAdapter, img_size: int, *, device: str = D.device,
                     runs: int = 10) -> Callable[[nn.Module], float]:
-    """``model -> median batch-1 forward latency (ms)`` of a fused copy on ``device`` (NMS left out:
-    pruning changes the network, not the post-processing)."""
+    """``model -> median batch-1 forward latency (ms)`` of a fused copy on ``device``.
+
+    NMS is left out: pruning changes the network, not the post-processing.
+    """
     from yolo_prune.benchmark import measure_latency
 
     def latency(model: nn.Module) -> float:
@@ -319,7 +327,7 @@ def plot_sensitivity(result: SensitivityResult, path: str | Path, *, per_panel: 
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
     base = result.baseline["score"]
     metric = result.settings.get("metric", "score")
-    for ax, chunk in zip(axes.flat, chunks):
+    for ax, chunk in zip(axes.flat, chunks, strict=False):
         for k, unit in enumerate(chunk):
             pts = [(0.0, base)] + [(p.ratio, p.score) for p in unit.points if p.score is not None]
             # lines of insensitive units coincide: markers and dashes tell them apart

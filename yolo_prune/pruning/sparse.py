@@ -17,16 +17,21 @@ trainer needs one call, made after ``loss.backward()`` and before ``optimizer.st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
-from yolo_prune.adapters.base import DetectorAdapter
 from yolo_prune.engine.distributed import unwrap_model
 from yolo_prune.engine.hooks import TrainerCallbacks
 from yolo_prune.registry import Registry
+from yolo_prune.settings import IMG_SIZE
+
+if TYPE_CHECKING:  # annotations only: generic code takes an adapter, it never imports the families
+    from yolo_prune.adapters.base import DetectorAdapter
+
+DEFAULT_REG = 1e-4  # penalty strength; network slimming uses about this for detectors
 
 
 class SparseRegularizer:
@@ -74,8 +79,8 @@ SPARSE_METHODS.register("group_norm")(SparseSpec(
     "group-norm regularisation of all coupled weights (DepGraph; prune with l2)"))
 
 
-def build_sparse_regularizer(method: str, model: nn.Module, adapter: DetectorAdapter, *, reg: float = 1e-4,
-                             img_size: int = 640) -> SparseRegularizer:
+def build_sparse_regularizer(method: str, model: nn.Module, adapter: DetectorAdapter, *, reg: float = DEFAULT_REG,
+                             img_size: int = IMG_SIZE) -> SparseRegularizer:
     """Builds the regulariser ``method`` (``SPARSE_METHODS``) for ``model`` as it is being trained.
 
     Args:
@@ -126,7 +131,7 @@ class SparseTrainingCallback(TrainerCallbacks):
         img_size: Tracing size (default: the trainer's ``settings.img_size``).
     """
 
-    def __init__(self, method: str, *, reg: float = 1e-4, img_size: int | None = None) -> None:
+    def __init__(self, method: str, *, reg: float = DEFAULT_REG, img_size: int | None = None) -> None:
         SPARSE_METHODS.get(method)  # a typo fails now, not after the data is loaded
         if reg <= 0:
             raise ValueError(f"sparse-training reg must be > 0 (e.g. 1e-4), got {reg}")
@@ -135,17 +140,20 @@ class SparseTrainingCallback(TrainerCallbacks):
         self.history: list[dict[str, float]] = []
 
     def on_train_start(self, trainer: Any) -> None:
+        """Builds the regulariser on the model exactly as the trainer holds it."""
         img_size = self.img_size or trainer.settings.img_size
         self.regularizer = build_sparse_regularizer(self.method, unwrap_model(trainer.model), trainer.adapter,
                                                     reg=self.reg, img_size=img_size)
 
     def on_before_optimizer_step(self, trainer: Any) -> None:
+        """Adds the penalty's gradient (the trainer has unscaled the gradients)."""
         if self.regularizer is None:
             raise RuntimeError("SparseTrainingCallback.on_train_start was not called; pass the callback to the "
                                "trainer (finetune(..., callbacks=...)) rather than calling its hooks by hand")
         self.regularizer.regularize(unwrap_model(trainer.model))
 
     def on_epoch_end(self, trainer: Any, epoch: int, row: dict[str, Any]) -> None:
+        """Records how sparse the BatchNorm scales are after this epoch."""
         self.history.append({"epoch": epoch, **bn_gamma_summary(unwrap_model(trainer.model))})
 
 

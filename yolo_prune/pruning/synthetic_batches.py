@@ -29,6 +29,6 @@ def random_batches(img_size: int, nc: int, *, n_batches: int = 2, batch_size: in
 
 def default_loss_hyp() -> dict:
     """The loss gains of the default fine-tuning hyper-parameters."""
-    from yolo_prune.engine.losses import load_hyp
+    from yolo_prune.engine.hyp import load_hyp
 
     return load_hyp(HYP_DIR / "hyp.finetune.yaml")

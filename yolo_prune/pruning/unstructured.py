@@ -9,14 +9,18 @@ exists to show that difference with numbers (``sparsity_contrast``), using
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn.utils.prune as torch_prune
 import torch_pruning as tp
 from torch import nn
 
-from yolo_prune.adapters.base import DetectorAdapter
+from yolo_prune.pruning.settings import PRUNE_DEFAULTS
+from yolo_prune.settings import IMG_SIZE
+
+if TYPE_CHECKING:  # annotations only: generic code takes an adapter, it never imports the families
+    from yolo_prune.adapters.base import DetectorAdapter
 
 SCOPES = ("layer", "global")
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
@@ -29,8 +33,8 @@ def prunable_layers(model: nn.Module, adapter: DetectorAdapter) -> list[tuple[st
     return [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES) and id(m) not in ignored]
 
 
-def unstructured_prune(model: nn.Module, adapter: DetectorAdapter, sparsity: float, *, scope: str = "layer",
-                       img_size: int = 640, latency_fn: LatencyFn | None = None) -> dict[str, Any]:
+def unstructured_prune(model: nn.Module, adapter: DetectorAdapter, sparsity: float, *, scope: str = PRUNE_DEFAULTS.scope,
+                       img_size: int = IMG_SIZE, latency_fn: LatencyFn | None = None) -> dict[str, Any]:
     """Zeroes the smallest-magnitude weights of ``model`` in place and reports what that changed.
 
     Args:
@@ -99,12 +103,14 @@ def sparsity_report(model: nn.Module, adapter: DetectorAdapter) -> dict[str, Any
 
 
 def channel_ratio_for_sparsity(sparsity: float) -> float:
-    """The channel ratio removing about the same fraction of conv weights (a conv loses both
-    input and output channels, so its weights shrink by ``(1 - ratio) ** 2``)."""
+    """The channel ratio removing about the same fraction of conv weights.
+
+    A conv loses both input and output channels, so its weights shrink by ``(1 - ratio) ** 2``.
+    """
     return 1.0 - (1.0 - sparsity) ** 0.5
 
 
-def sparsity_contrast(model: nn.Module, adapter: DetectorAdapter, sparsity: float, *, img_size: int = 640,
+def sparsity_contrast(model: nn.Module, adapter: DetectorAdapter, sparsity: float, *, img_size: int = IMG_SIZE,
                       latency_fn: LatencyFn, prune_settings: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Dense vs unstructured vs channel-pruned copies of ``model`` at about the same weight reduction.
 

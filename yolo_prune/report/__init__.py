@@ -8,15 +8,16 @@ The main job can skip the files and pass entries directly (``build_report(entrie
 """
 from __future__ import annotations
 
-import argparse
+import logging
 from pathlib import Path
 from typing import Any, Iterable
 
 from yolo_prune.report.entries import ENTRY_KEYS, entries_from_json, make_entry, merge_entries
 from yolo_prune.report.render import build_report
 
-__all__ = ["ENTRY_KEYS", "add_report_args", "build_report", "load_entries", "make_entry", "merge_entries",
-           "run_report"]
+__all__ = ["ENTRY_KEYS", "build_report", "load_entries", "make_entry", "merge_entries", "write_report"]
+
+LOGGER = logging.getLogger(__name__)
 
 
 def load_entries(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
@@ -38,29 +39,23 @@ def load_entries(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
             try:
                 entries += entries_from_json(file)
             except ValueError:
-                print(f"report: skipped {file} (not a prune / eval / main-job result)")
+                LOGGER.info("report: skipped %s (not a prune / eval / main-job result)", file)
     return merge_entries(entries)
 
 
-def add_report_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Adds the report flags to ``parser`` (shared by ``scripts/report.py`` and the CLI)."""
-    parser.add_argument("inputs", nargs="+", type=Path,
-                        help="run JSONs (prune reports, eval results, main-job reports) or folders of them; "
-                             "the first model is the reference of the 'MACs x' column")
-    parser.add_argument("--out", type=Path, default=Path("runs/report"), help="output folder")
-    parser.add_argument("--title", default="yolo-prune report", help="page title")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing report in --out")
-    return parser
+def write_report(inputs: Iterable[str | Path], out_dir: str | Path, *, title: str = "yolo-prune report",
+                 force: bool = False) -> dict[str, Any]:
+    """The report job: one page comparing the models of ``inputs`` (run JSONs or folders of them).
 
+    Returns the written paths (``markdown``, ``html``, ...) and ``models``, the number of entries.
 
-def run_report(args: argparse.Namespace) -> dict[str, Path]:
-    """Builds the page described by ``args``; returns the written paths."""
-    if (args.out / "report.md").exists() and not args.force:
-        raise FileExistsError(f"{args.out / 'report.md'} already exists; pass --force to overwrite it or "
+    Raises:
+        FileExistsError: ``out_dir`` holds a report already and ``force`` is not set.
+    """
+    inputs, out_dir = [Path(p) for p in inputs], Path(out_dir)
+    if (out_dir / "report.md").exists() and not force:
+        raise FileExistsError(f"{out_dir / 'report.md'} already exists; pass --force to overwrite it or "
                               f"choose another --out")
-    entries = load_entries(args.inputs)
-    command = getattr(args, "command_line", None)  # set by yolo_prune.cli.main
-    notes = ([f"Command: {command}"] if command else []) + [f"Inputs: {', '.join(str(p) for p in args.inputs)}"]
-    paths = build_report(entries, args.out, title=args.title, notes=notes)
-    print(f"report: {paths['markdown']} and {paths['html']} ({len(entries)} models)")
-    return paths
+    entries = load_entries(inputs)
+    paths = build_report(entries, out_dir, title=title, notes=[f"Inputs: {', '.join(str(p) for p in inputs)}"])
+    return {**paths, "models": len(entries)}

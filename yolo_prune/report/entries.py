@@ -174,7 +174,7 @@ def distinct_names(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 break
         else:
             tails = [""] * len(same)
-        for k, (entry, tail) in enumerate(zip(same, tails)):
+        for k, (entry, tail) in enumerate(zip(same, tails, strict=True)):
             entry["name"] = f"{name} ({tail})" if tail else (name if k == 0 else f"{name} #{k + 1}")
     return entries
 

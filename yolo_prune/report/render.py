@@ -19,8 +19,11 @@ COLUMNS = (("name", "model"), ("params_m", "params (M)"), ("gmacs", "GMACs"), ("
 
 
 def table_rows(entries: Sequence[dict[str, Any]]) -> list[list[Any]]:
-    """The table's cells, one row per entry; ``MACs x`` is the GMACs of the first entry of the same
-    family over this one's (models of different families are not compared)."""
+    """The table's cells, one row per entry.
+
+    ``MACs x`` is the GMACs of the first entry of the same family over this one's (models of
+    different families are not compared).
+    """
     reference: dict[Any, Any] = {}
     for e in entries:
         reference.setdefault(e.get("family"), e.get("gmacs"))

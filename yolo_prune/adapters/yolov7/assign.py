@@ -50,10 +50,12 @@ class Assignment:
         return Assignment(*(getattr(self, f.name)[index] for f in fields(self)))
 
     def at_level(self, level: int) -> "Assignment":
+        """The entries of detection level ``level``."""
         return self.select(self.level == level)
 
     @staticmethod
     def cat(parts: "list[Assignment]") -> "Assignment":
+        """The entries of ``parts`` one after the other."""
         return Assignment(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(Assignment)))
 
 

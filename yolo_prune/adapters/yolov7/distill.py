@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from yolo_prune.engine.losses.yolov7 import unwrap_model
+from yolo_prune.adapters.yolov7.loss import unwrap_model
 from yolo_prune.registry import Registry
 
 DistillFn = Callable[[Any, Any, "torch.Tensor | None"], "tuple[torch.Tensor, torch.Tensor]"]
@@ -78,15 +78,18 @@ class OutputDistillLoss:
 
     def __call__(self, student_outputs: Any, teacher_outputs: Any,
                  imgs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weighted term (times the batch size) and its detached item."""
         student_maps, teacher_maps = _maps(student_outputs), _maps(teacher_outputs)
         count = min(len(student_maps), len(teacher_maps), self.num_levels or len(student_maps))
-        terms = [self.level_term(s, t) for s, t in zip(student_maps[:count], teacher_maps[:count])]
+        terms = [self.level_term(s, t) for s, t in zip(student_maps[:count], teacher_maps[:count], strict=True)]
         term = self.weight * torch.stack(terms).mean()
         return term * student_maps[0].shape[0], term.detach().reshape(1)
 
     def level_term(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        """Objectness + class + box distillation of one ``[B, na, ny, nx, 5 + nc]`` map pair
-        (objectness + box only, and the class counts may differ, when ``classes`` is False)."""
+        """Objectness + class + box distillation of one ``[B, na, ny, nx, 5 + nc]`` map pair.
+
+        Objectness + box only (and the class counts may differ) when ``classes`` is False.
+        """
         same = student.shape == teacher.shape if self.classes else student.shape[:-1] == teacher.shape[:-1]
         if not same:
             raise ValueError(f"student map {tuple(student.shape)} and teacher map {tuple(teacher.shape)} differ; "

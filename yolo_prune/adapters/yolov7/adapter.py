@@ -20,9 +20,10 @@ from torch import nn
 
 from models import yolo
 from models.common import ImplicitA, ImplicitM
-from yolo_prune.adapters.base import ADAPTERS, CfgForm, DetectorAdapter, LossFn, LoadedModel
-from yolo_prune.adapters.yolov7_cfg import pruned_cfg
-from yolo_prune.io import checkpoint as checkpoint_io  # module, not names: the two import each other
+from yolo_prune.adapters.base import ADAPTERS, CfgForm, DetectorAdapter, DistillFn, LoadedModel, LossFn
+from yolo_prune.adapters.yolov7 import checkpoint as checkpoint_io
+from yolo_prune.adapters.yolov7.cfg import pruned_cfg
+from yolo_prune.io import CheckpointError
 
 # save() arguments that may arrive in ``extra``; the rest become plain entries of the file's dict.
 _SAVE_ARGS = ("epoch", "best_fitness", "training_results", "ema", "updates", "optimizer", "half")
@@ -37,9 +38,11 @@ class YOLOv7Adapter(DetectorAdapter):
 
     # -- identification / construction -------------------------------------------------
     def matches(self, model: nn.Module) -> bool:
+        """A ``models.yolo.Model`` (also inside a DDP / DataParallel wrapper)."""
         return isinstance(_unwrap(model), yolo.Model)
 
     def load(self, path: str | Path, *, trust: bool = False, cfg: str | Path | None = None) -> LoadedModel:
+        """An official-format checkpoint under the allow-list (``checkpoint.load_checkpoint``)."""
         return checkpoint_io.load_checkpoint(path, trust=trust, cfg=cfg)
 
     def owns_cfg(self, cfg: str | Path) -> bool:
@@ -73,8 +76,13 @@ class YOLOv7Adapter(DetectorAdapter):
                            stride=[int(s) for s in model.stride.tolist()], cfg=model.yaml,
                            source=Path(cfg) if isinstance(cfg, (str, Path)) else None)
 
+    def example_model(self, nc: int = 3) -> LoadedModel:
+        """yolov7-tiny (ELAN blocks, IDetect with implicit layers) at width 0.125."""
+        return self.build("yolov7-tiny", nc=nc, width_multiple=0.125)
+
     # -- pruning ----------------------------------------------------------------------
     def ignored_layers(self, model: nn.Module) -> list[nn.Module]:
+        """The head's output convs (``m``; ``m2`` too for ``IAuxDetect``)."""
         head = _head(model)
         layers = list(head.m)
         if isinstance(head, yolo.IAuxDetect):
@@ -82,6 +90,7 @@ class YOLOv7Adapter(DetectorAdapter):
         return layers
 
     def unwrapped_parameters(self, model: nn.Module) -> list[tuple[nn.Parameter, int]]:
+        """Every ``ImplicitA`` / ``ImplicitM`` parameter, channels on dimension 1."""
         return [(m.implicit, 1) for m in _unwrap(model).modules() if isinstance(m, (ImplicitA, ImplicitM))]
 
     def prepare_for_pruning(self, model: nn.Module) -> nn.Module:
@@ -105,9 +114,11 @@ class YOLOv7Adapter(DetectorAdapter):
 
     # -- training ---------------------------------------------------------------------
     def set_classes(self, model: nn.Module, names: list[str]) -> nn.Module:
-        """New class rows in each head output conv (``na * (5 + nc)`` rows per level): for every
-        anchor the 5 box + objectness rows are kept, the class rows initialised as a fresh head's;
-        ``ImplicitM`` scales follow (class entries 1.0)."""
+        """New class rows in each head output conv (``na * (5 + nc)`` rows per level).
+
+        For every anchor the 5 box + objectness rows are kept, the class rows initialised as a fresh head's;
+        ``ImplicitM`` scales follow (class entries 1.0).
+        """
         net, nc = _unwrap(model), len(names)
         head = _head(net)
         if nc < 1:
@@ -121,22 +132,46 @@ class YOLOv7Adapter(DetectorAdapter):
         return model
 
     def loss(self, model: nn.Module, hyp: dict) -> LossFn:
-        """YOLOv7 training loss, implemented in ``yolo_prune.engine.losses`` (imported lazily)."""
-        from yolo_prune.engine.losses import build_yolov7_loss
+        """YOLOv7 training loss (plain / OTA / aux OTA, see ``yolo_prune.adapters.yolov7.loss``)."""
+        from yolo_prune.adapters.yolov7.loss import build_yolov7_loss
 
         return build_yolov7_loss(model, hyp)
 
     # -- the family's own tools -------------------------------------------------------
     def cfg_form(self, model: nn.Module) -> CfgForm:
-        """The YOLOv7 cfg with the pruned widths (``yolov7_cfg.pruned_cfg``), or why there is none."""
+        """The YOLOv7 cfg with the pruned widths (``yolov7.cfg.pruned_cfg``), or why there is none."""
         return pruned_cfg(_unwrap(model))
 
     def own_trainer_hint(self, cfg_written: bool) -> str:
+        """How the official ``train.py`` keeps (or would lose) the pruned widths."""
         if cfg_written:
             return ("the official train.py keeps the pruned widths: --weights pruned.pt --cfg '' (it reads "
                     "model.yaml) or --cfg with the .yaml written beside the checkpoint")
         return ("the official train.py --weights would rebuild the unpruned model from model.yaml and keep only "
                 "the tensors that fit; fine-tune it with yolo-prune finetune instead")
+
+    def distill_loss(self, student: nn.Module, teacher: nn.Module, hyp: dict, *, weight: float = 1.0,
+                     classes: bool = True) -> DistillFn:
+        """Output distillation over the lead head's maps (``yolo_prune.adapters.yolov7.distill``).
+
+        Boxes and objectness only when ``classes`` is False (a teacher with other classes).
+        """
+        from yolo_prune.adapters.yolov7.distill import build_distill_loss
+
+        return build_distill_loss(student, teacher, hyp, weight=weight, classes=classes)
+
+    def load_training_checkpoint(self, path: str | Path, *, trust: bool = False) -> tuple[LoadedModel, dict]:
+        """A ``last.pt`` under the official allow-list: its float32 ``model`` and the whole dict."""
+        ckpt = checkpoint_io.read_checkpoint(path, trust=trust)
+        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), yolo.Model):
+            raise CheckpointError(f"{path} is not a training checkpoint (no pickled YOLOv7 model); pass the run's "
+                                  f"weights/last.pt")
+        model = ckpt["model"].float()
+        meta = {k: v for k, v in ckpt.items() if k not in checkpoint_io.OFFICIAL_KEYS}
+        loaded = LoadedModel(model=model, family=self.name, names=checkpoint_io.model_names(model),
+                             stride=checkpoint_io.model_stride(model), cfg=getattr(model, "yaml", None),
+                             source=Path(path), meta=meta)
+        return loaded, ckpt
 
     # -- saving -----------------------------------------------------------------------
     def save(self, loaded: LoadedModel, path: str | Path, *, extra: dict | None = None) -> Path:

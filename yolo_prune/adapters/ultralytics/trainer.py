@@ -32,10 +32,12 @@ from ultralytics import __version__ as UL_VERSION
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT, DEFAULT_CFG_KEYS, LOGGER, RANK
 
-from yolo_prune.adapters.base import LoadedModel
+from yolo_prune.adapters.ultralytics.checkpoint import load_checkpoint
 from yolo_prune.engine.classes import fit_classes
-from yolo_prune.io.atomic import atomic_path, atomic_torch_save, atomic_write_text, current_umask
+from yolo_prune.io import LoadedModel, atomic_path, atomic_torch_save, atomic_write_text
+from yolo_prune.io.atomic import current_umask
 from yolo_prune.io.plain import plain_values
+from yolo_prune.settings import IMG_SIZE
 
 # Splits written by coco_to_yolo, in the order Ultralytics' data yaml names them.
 _SPLITS = ("train", "val")
@@ -166,7 +168,7 @@ def finalize_checkpoint(path: str | Path, updates: dict | None = None) -> dict:
     return ckpt
 
 
-def finetune(loaded: LoadedModel, data: str | Path, *, epochs: int = 10, img_size: int = 640, batch_size: int = 16,
+def finetune(loaded: LoadedModel, data: str | Path, *, epochs: int = 10, img_size: int = IMG_SIZE, batch_size: int = 16,
              device: str | int | None = None, project: str | Path = "runs/finetune", name: str = "ultralytics",
              workers: int = 0, seed: int = 0, rename_classes: bool = False, **overrides: Any) -> LoadedModel:
     """Fine-tunes ``loaded.model`` (a copy; ``loaded`` is untouched) with Ultralytics' trainer.
@@ -175,9 +177,14 @@ def finetune(loaded: LoadedModel, data: str | Path, *, epochs: int = 10, img_siz
         loaded: An Ultralytics model, typically pruned.
         data: This project's COCO-json data yaml (converted under the run folder) or an
             Ultralytics data yaml (``train:``/``val:`` image folders with YOLO txt labels).
-        epochs, img_size, batch_size, device, workers, seed: As Ultralytics' ``epochs``,
-            ``imgsz``, ``batch``, ``device``, ``workers``, ``seed``.
-        project, name: The run writes to ``project/name`` (weights/last.pt, best.pt, args.yaml).
+        epochs: Ultralytics' ``epochs``.
+        img_size: Ultralytics' ``imgsz``.
+        batch_size: Ultralytics' ``batch``.
+        device: Ultralytics' ``device`` (None: CPU).
+        project: The run writes to ``project/name`` (weights/last.pt, best.pt, args.yaml).
+        name: See ``project``.
+        workers: Ultralytics' ``workers``.
+        seed: Ultralytics' ``seed``.
         rename_classes: Equal class counts under other names: train under the data's names.
         **overrides: Any other Ultralytics training argument (``lr0``, ``optimizer``, ...).
 
@@ -197,9 +204,7 @@ def finetune(loaded: LoadedModel, data: str | Path, *, epochs: int = 10, img_siz
     trainer = PrunedDetectionTrainer(overrides=args, model=model, provenance=provenance, rename_classes=rename_classes)
     trainer.train()
     best = trainer.best if trainer.best.exists() else trainer.last
-    from yolo_prune.adapters.ultralytics import UltralyticsAdapter
-
-    result = UltralyticsAdapter().load(best)
+    result = load_checkpoint(best)
     result.meta.update(run_dir=str(trainer.save_dir), metrics=dict(trainer.metrics or {}), **provenance)
     return result
 
@@ -280,7 +285,7 @@ def _write_split(coco: dict, images_dir: Path, out_dir: Path, split: str, index:
 
 
 def _label_row(ann: dict, size: tuple[int, int], index: dict[int, int]) -> str:
-    """``"cls cx cy w h\\n"`` normalised and clipped to the image, or "" for crowd / empty boxes."""
+    r"""``"cls cx cy w h\\n"`` normalised and clipped to the image, or "" for crowd / empty boxes."""
     if ann.get("iscrowd", 0) or ann["category_id"] not in index:
         return ""
     w_img, h_img = size

@@ -18,6 +18,7 @@ up to a multiple of 8), so a pruned model can be described exactly when:
 from __future__ import annotations
 
 import copy
+
 import torch
 from torch import nn
 
@@ -64,7 +65,7 @@ def _explicit_widths(model: nn.Module, base: dict) -> dict:
     cfg["nc"] = int(head.nc)
     outputs = int(head.na * head.no)
     entries = cfg["backbone"] + cfg["head"]  # the same lists as in cfg: edited in place
-    for i, (layer, entry) in enumerate(zip(model.model, entries)):
+    for i, (layer, entry) in enumerate(zip(model.model, entries, strict=True)):
         if not isinstance(layer, (nn.Conv2d, Conv, RepConv, DownC, SPPCSPC)):
             continue
         c2, extra = _layer_widths(i, layer)

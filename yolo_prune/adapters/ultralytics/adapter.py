@@ -4,42 +4,39 @@ What this family needs from the generic pruner:
 
 * ``prepare_for_pruning`` rewrites every block that splits a conv's output
   (``C2f``, ``C3k2``, ``C2PSA``, ...) into a stock Ultralytics block without the split
-  (see ``ultralytics_blocks``); outputs are unchanged, and the pruned model still holds
+  (see ``yolo_prune.adapters.ultralytics.blocks``); outputs are unchanged, and the pruned model still holds
   only Ultralytics classes, so ``ultralytics.YOLO(path)`` loads it.
 * ``ignored_layers``: the last box and class conv of each head branch (one-to-many and,
   for end-to-end heads such as YOLO26, one-to-one), the DFL, and the attention convs
   (attention blocks keep their width; their feed-forward channels are pruned).
 * ``finish_pruning`` clears the anchor/stride caches of the ``Detect`` head.
 
-Checkpoints are the dict Ultralytics writes (``{'model', 'ema', 'train_args', 'date',
-'version', ...}``). Loading without ``trust`` uses Ultralytics' own restricted loader
-(``weights_only=True`` plus its allow-list of Ultralytics and torch module classes);
-anything outside that list is refused with a message saying how to allow it.
+Loading and saving are in ``checkpoint`` (Ultralytics' own dict and restricted loader),
+fine-tuning in ``trainer`` (a subclass of Ultralytics' ``DetectionTrainer``).
 
-``import ultralytics`` costs seconds, so it happens inside the methods that need it;
-importing this module is cheap. The real package is imported as ``ul`` to avoid any
-confusion with this module's name.
+``import ultralytics`` costs seconds, so it happens inside the methods that need it
+(``checkpoint.import_ultralytics``); importing this module is cheap.
 """
 from __future__ import annotations
 
 import copy
-import importlib
 import logging
 import math
-import os
 import re
-from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
 from torch import nn
 
 from yolo_prune.adapters.base import ADAPTERS, CfgForm, DetectorAdapter, LoadedModel, LossFn
-from yolo_prune.io.atomic import atomic_torch_save
-from yolo_prune.io.plain import plain_values
+from yolo_prune.adapters.ultralytics import checkpoint
+from yolo_prune.io import CheckpointError
+
+if TYPE_CHECKING:  # annotations only
+    from yolo_prune.engine.finetune import FinetuneResult
 
 LOGGER = logging.getLogger(__name__)
 
@@ -47,23 +44,12 @@ LOGGER = logging.getLogger(__name__)
 _CFG_NAME = re.compile(r"^yolo(v\d+|\d+)[a-z0-9-]*\.ya?ml$", re.IGNORECASE)
 # Ultralytics' training gains (its default.yaml), used when ``loss`` gets a hyp of another family.
 _LOSS_GAIN_KEYS = ("box", "cls", "dfl")
-# Checkpoint keys Ultralytics owns; everything else this toolkit records goes under 'yolo_prune'.
-_FILE_META = ("epoch", "best_fitness", "date", "version", "train_args")
-
-
-def _ul(submodule: str = "") -> Any:
-    """Imports ``ultralytics`` (or ``ultralytics.<submodule>``) on first use.
-
-    Ultralytics is told not to pip-install missing packages (``YOLO_AUTOINSTALL``) unless the
-    user set that variable: this toolkit works offline.
-    """
-    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
-    return importlib.import_module(f"ultralytics.{submodule}" if submodule else "ultralytics")
-
-
-def _blocks() -> Any:
-    _ul()
-    return importlib.import_module("yolo_prune.adapters.ultralytics_blocks")
+# Engine fine-tuning setting -> the name Ultralytics' trainer takes it under (``nbs`` is its nominal
+# batch). ``None``: accepted without effect (that trainer validates every epoch, writes into its own
+# run folder and records its own provenance). Any other setting is refused, not silently dropped.
+_TRAINER_SETTINGS = {"epochs": "epochs", "img_size": "img_size", "batch_size": "batch_size", "device": "device",
+                     "workers": "workers", "seed": "seed", "nominal_batch": "nbs", "val_period": None,
+                     "exist_ok": None, "record": None, "rename_classes": "rename_classes"}
 
 
 @ADAPTERS.register("ultralytics")
@@ -79,10 +65,12 @@ class UltralyticsAdapter(DetectorAdapter):
 
     # -- identification / construction -------------------------------------------------
     def matches(self, model: nn.Module) -> bool:
-        if not type(model).__module__.startswith("ultralytics.") or type(model).__name__ != "DetectionModel":
-            return False
-        head = model.model[-1]
-        return type(head).__name__ == "Detect" and type(head).__module__.startswith("ultralytics.")
+        """An Ultralytics ``DetectionModel`` with a ``Detect`` head."""
+        return checkpoint.is_detection_model(model)
+
+    def example_model(self, nc: int = 3) -> LoadedModel:
+        """yolo11n (C3k2 split blocks, C2PSA attention, DFL head): the smallest scale, random weights."""
+        return self.build("yolo11n.yaml", nc=nc)
 
     def owns_cfg(self, cfg: str | Path) -> bool:
         """Ultralytics cfgs have no ``anchors`` key; bare names such as ``yolo11n.yaml`` are resolved by Ultralytics."""
@@ -93,20 +81,20 @@ class UltralyticsAdapter(DetectorAdapter):
         if not _CFG_NAME.match(path.name):
             return False
         try:
-            d = _ul("nn.tasks").yaml_model_load(path)
+            d = checkpoint.import_ultralytics("nn.tasks").yaml_model_load(path)
         except (FileNotFoundError, OSError):
             return False
         return _last_head_module(d) == "Detect"
 
     def build(self, cfg: str | Path | dict, nc: int | None = None) -> LoadedModel:
         """Builds a random-init ``DetectionModel`` from a cfg (``yolov8n.yaml``, a path, or a dict)."""
-        tasks = _ul("nn.tasks")
+        tasks = checkpoint.import_ultralytics("nn.tasks")
         model = tasks.DetectionModel(copy.deepcopy(cfg) if isinstance(cfg, dict) else str(cfg), nc=nc,
                                      verbose=False)
         if not self.matches(model):
             raise ValueError(f"cfg {cfg!r} does not build a detection model with a Detect head; the ultralytics "
                              "adapter handles detection cfgs such as yolov8n.yaml, yolo11n.yaml, yolo26n.yaml")
-        return _loaded(model.float().eval(), source=None, meta={})
+        return checkpoint.to_loaded(model.float().eval(), source=None, meta={})
 
     def load(self, path: str | Path, *, trust: bool = False, cfg: str | Path | None = None) -> LoadedModel:
         """Loads a ``.pt`` written by Ultralytics (training, ``YOLO.save``) or by ``save`` here.
@@ -114,27 +102,12 @@ class UltralyticsAdapter(DetectorAdapter):
         Without ``trust`` only Ultralytics/torch module classes may be unpickled (Ultralytics'
         ``weights_only`` allow-list). ``cfg`` is not needed: the file holds the whole model.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist; check the --weights path")
-        ckpt = _read_checkpoint(path, trust)
-        model = ckpt.get("ema") or ckpt.get("model")
-        if not isinstance(model, nn.Module):
-            raise _checkpoint_error(f"{path} holds no model under 'ema' or 'model'; is it an Ultralytics "
-                                    "training checkpoint or a file saved with YOLO.save()?")
-        model = model.float().eval()
-        if not self.matches(model):
-            raise _checkpoint_error(f"{path} holds a {type(model).__name__}; the ultralytics adapter handles "
-                                    "detection models (a DetectionModel with a Detect head) only")
-        _trainable(model)
-        _blocks().reset_head_caches(model.model[-1])
-        meta = {k: ckpt[k] for k in _FILE_META if ckpt.get(k) is not None}
-        meta.update(ckpt.get("yolo_prune") or {})  # what this toolkit recorded (pruning settings, ...)
-        return _loaded(model, source=path, meta=meta)
+        return checkpoint.load_checkpoint(path, trust=trust)
 
     # -- pruning ----------------------------------------------------------------------
     def ignored_layers(self, model: nn.Module) -> list[nn.Module]:
-        blocks = _blocks()
+        """The last box and class conv of every head branch, the DFL, and the attention convs."""
+        blocks = checkpoint.blocks_module()
         return blocks.head_output_convs(model.model[-1]) + blocks.attention_layers(model)
 
     def prepare_for_pruning(self, model: nn.Module) -> nn.Module:
@@ -142,7 +115,7 @@ class UltralyticsAdapter(DetectorAdapter):
         if not self.matches(model):
             raise TypeError(f"the ultralytics adapter cannot prune a {type(model).__name__}; it handles Ultralytics "
                             "DetectionModel instances with a Detect head")
-        blocks = _blocks()
+        blocks = checkpoint.blocks_module()
         count = blocks.rewrite_split_blocks(model)
         if count:
             LOGGER.info("ultralytics: rewrote %d split blocks into split-free C3f/C3 blocks", count)
@@ -160,7 +133,7 @@ class UltralyticsAdapter(DetectorAdapter):
             self._trace_hooks.pop().remove()
         head = model.model[-1]
         head.train(model.training)
-        _blocks().reset_head_caches(head)
+        checkpoint.blocks_module().reset_head_caches(head)
         return model
 
     def output_shapes(self, output: Any) -> list[tuple[int, ...]]:
@@ -201,8 +174,8 @@ class UltralyticsAdapter(DetectorAdapter):
         ``hyp`` gains (box, cls, dfl) are used only when ``hyp`` is Ultralytics-style (it has
         ``dfl``); a YOLOv7-style hyp has gains on another scale, so Ultralytics' defaults apply.
         """
-        ul_loss = _ul("utils.loss")
-        args = dict(_ul("cfg").DEFAULT_CFG_DICT)
+        ul_loss = checkpoint.import_ultralytics("utils.loss")
+        args = dict(checkpoint.import_ultralytics("cfg").DEFAULT_CFG_DICT)
         if "dfl" in hyp:
             args.update({k: hyp[k] for k in _LOSS_GAIN_KEYS if k in hyp})
         view = SimpleNamespace(args=SimpleNamespace(**args), model=model.model, parameters=model.parameters,
@@ -218,8 +191,10 @@ class UltralyticsAdapter(DetectorAdapter):
         return loss_fn
 
     def set_classes(self, model: nn.Module, names: list[str]) -> nn.Module:
-        """A fresh last conv of every class branch (``cv3``; ``one2one_cv3`` of end-to-end heads),
-        biased as Ultralytics' ``Detect.bias_init``; the box branches and pruned widths stay."""
+        """A fresh last conv of every class branch (``cv3``; ``one2one_cv3`` of end-to-end heads).
+
+        Biased as Ultralytics' ``Detect.bias_init``; the box branches and pruned widths stay.
+        """
         nc, head = len(names), model.model[-1]
         if nc < 1:
             raise ValueError("a detector needs at least one class; the data names none")
@@ -231,16 +206,44 @@ class UltralyticsAdapter(DetectorAdapter):
             model.nc = nc
             model.yaml = {**model.yaml, "nc": nc}
             model.criterion = None  # built for the old class count
-            _blocks().reset_head_caches(head)
+            checkpoint.blocks_module().reset_head_caches(head)
         model.names = dict(enumerate(str(n) for n in names))
         return model
 
-    def finetune(self, loaded: LoadedModel, data: str | Path, **settings: Any) -> LoadedModel:
-        """Fine-tunes through Ultralytics' trainer; see ``ultralytics_train.finetune``."""
-        _ul()
-        from yolo_prune.adapters.ultralytics_train import finetune
+    def finetune(self, loaded: LoadedModel, data: str | Path, *, out_dir: str | Path,
+                 **settings: Any) -> FinetuneResult:
+        """Fine-tunes through Ultralytics' own trainer (``trainer.PrunedDetectionTrainer``) into ``out_dir``.
 
-        return finetune(loaded, data, **settings)
+        ``settings`` are the engine's names; those that trainer has (``_TRAINER_SETTINGS``) are
+        passed on, any other one set is refused (e.g. ``hyp``, ``teacher``, ``callbacks``).
+        """
+        from yolo_prune.engine.finetune import FinetuneResult
+
+        unsupported = sorted(k for k, v in settings.items() if v not in (None, False) and k not in _TRAINER_SETTINGS)
+        if unsupported:
+            raise ValueError(f"the {self.name} family fine-tunes with its own trainer, which does not take "
+                             f"{', '.join(unsupported)}; drop them or use that trainer's options directly")
+        renamed = {_TRAINER_SETTINGS[k]: v for k, v in settings.items()
+                   if v is not None and _TRAINER_SETTINGS.get(k) is not None}
+        checkpoint.import_ultralytics()
+        from yolo_prune.adapters.ultralytics.trainer import finetune
+
+        out_dir = Path(out_dir)
+        tuned = finetune(loaded, data, project=out_dir.parent, name=out_dir.name, **renamed)
+        run_dir = Path(tuned.meta.get("run_dir", out_dir))
+        return FinetuneResult(out_dir=run_dir, last=run_dir / "weights" / "last.pt", best=run_dir / "weights" / "best.pt",
+                              best_fitness=None, epochs=int(settings.get("epochs") or 0),
+                              row=dict(tuned.meta.get("metrics", {})), model=tuned.model)
+
+    def load_training_checkpoint(self, path: str | Path, *, trust: bool = False) -> tuple[LoadedModel, dict]:
+        """A ``last.pt`` the generic engine wrote through ``save``, under Ultralytics' allow-list."""
+        ckpt = checkpoint.read_checkpoint(path, trust=trust)
+        model = ckpt.get("model")
+        if not isinstance(model, nn.Module) or not self.matches(model):
+            raise CheckpointError(f"{path} is not a training checkpoint (no pickled Ultralytics DetectionModel "
+                                  f"under 'model'); pass the run's weights/last.pt")
+        loaded = checkpoint.to_loaded(model.float(), source=Path(path), meta=dict(ckpt.get("yolo_prune") or {}))
+        return loaded, ckpt
 
     # -- the family's own tools -------------------------------------------------------
     def cfg_form(self, model: nn.Module) -> CfgForm:
@@ -254,7 +257,7 @@ class UltralyticsAdapter(DetectorAdapter):
         if not isinstance(cfg, dict):
             return CfgForm(None, "the model carries no yaml")
         with torch.random.fork_rng():  # building initialises weights: keep the caller's random stream
-            rebuilt = _ul("nn.tasks").DetectionModel(copy.deepcopy(cfg), nc=model.model[-1].nc, verbose=False)
+            rebuilt = checkpoint.import_ultralytics("nn.tasks").DetectionModel(copy.deepcopy(cfg), nc=model.model[-1].nc, verbose=False)
         want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         got = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
         first = next((k for k in sorted(want.keys() | got.keys()) if want.get(k) != got.get(k)), None)
@@ -265,6 +268,7 @@ class UltralyticsAdapter(DetectorAdapter):
                              f"{want.get(first, 'absent')} vs {got.get(first, 'absent')} from the yaml)")
 
     def own_trainer_hint(self, cfg_written: bool) -> str:
+        """How Ultralytics' own ``YOLO.train`` keeps (or would lose) the pruned widths."""
         if cfg_written:
             return "ultralytics.YOLO(path).train() rebuilds it from its yaml"
         return ("plain ultralytics.YOLO(path).train() would rebuild the unpruned model from its yaml; train it with "
@@ -277,86 +281,12 @@ class UltralyticsAdapter(DetectorAdapter):
 
         ``ultralytics.YOLO(path)`` loads the file; predict, val and export work on it.
         """
-        ul = _ul()
-        model = copy.deepcopy(loaded.model).float().cpu().eval()
-        model.criterion = None
-        _blocks().reset_head_caches(model.model[-1])
-        train_args = dict(loaded.meta.get("train_args") or {})
-        train_args.setdefault("task", "detect")
-        ckpt = {
-            "date": datetime.now().astimezone().isoformat(),
-            "version": ul.__version__,
-            "license": "AGPL-3.0 (https://ultralytics.com/license)",
-            "docs": "https://docs.ultralytics.com",
-            "epoch": -1,
-            "best_fitness": loaded.meta.get("best_fitness"),
-            "model": model,
-            "ema": None,
-            "updates": None,
-            "optimizer": None,
-            "train_args": train_args,
-            "train_metrics": None,
-            "train_results": None,
-            "yolo_prune": {k: v for k, v in loaded.meta.items() if k not in _FILE_META},
-        }
-        ckpt.update(extra or {})
-        return atomic_torch_save(plain_values(ckpt), path)
-
-
-def _loaded(model: nn.Module, *, source: Path | None, meta: dict) -> LoadedModel:
-    names = model.names
-    names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
-    return LoadedModel(model=model, family="ultralytics", names=names,
-                       stride=[int(s) for s in model.stride.tolist()], cfg=getattr(model, "yaml", None),
-                       source=source, meta=meta)
-
-
-def _class_conv(old: nn.Conv2d, nc: int, stride: float) -> nn.Conv2d:
-    """A new ``nc``-output 1x1 conv in place of ``old``, class bias log(5 / nc / (640 / stride)^2)."""
-    new = nn.Conv2d(old.in_channels, nc, 1).to(old.weight)
-    with torch.no_grad():
-        new.bias.fill_(math.log(5 / nc / (640 / stride) ** 2))
-    return new
-
-
-def _trainable(model: nn.Module) -> None:
-    """Ultralytics finalises checkpoints with ``requires_grad=False``; only the DFL stays fixed."""
-    dfl = {id(p) for p in model.model[-1].dfl.parameters()}
-    for p in model.parameters():
-        p.requires_grad_(id(p) not in dfl)
+        return checkpoint.save_checkpoint(loaded, path, extra=extra)
 
 
 def _last_head_module(cfg: dict) -> str | None:
     head = cfg.get("head") or []
     return head[-1][2] if head and isinstance(head[-1], (list, tuple)) and len(head[-1]) > 2 else None
-
-
-def _read_checkpoint(path: Path, trust: bool) -> dict:
-    """The checkpoint dict: restricted (Ultralytics' allow-list) unless ``trust``."""
-    tasks = _ul("nn.tasks")
-    if trust:
-        legacy = {"ultralytics.yolo.utils": "ultralytics.utils", "ultralytics.yolo.v8": "ultralytics.models.yolo",
-                  "ultralytics.yolo.data": "ultralytics.data"}
-        with tasks.temporary_modules(modules=legacy):
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    else:
-        try:
-            ckpt, _ = tasks.torch_safe_load(str(path), safe_only=True)
-        except (TypeError, ModuleNotFoundError, AttributeError, RuntimeError) as e:
-            raise _checkpoint_error(
-                f"{path} could not be loaded with Ultralytics' restricted loader ({type(e).__name__}: {e}). It may "
-                "reference classes outside Ultralytics' model allow-list. Pass trust=True (CLI: --trust-checkpoint) "
-                "only if you trust the file's source: it then runs whatever code the file contains") from e
-    if not isinstance(ckpt, dict):
-        raise _checkpoint_error(f"{path} holds a {type(ckpt).__name__}, not an Ultralytics checkpoint dict")
-    return ckpt
-
-
-def _checkpoint_error(message: str) -> Exception:
-    """The project's ``CheckpointError`` (imported late: ``yolo_prune.io.checkpoint`` imports the adapters)."""
-    from yolo_prune.io.checkpoint import CheckpointError
-
-    return CheckpointError(message)
 
 
 def _class_count(raw: dict) -> int:
@@ -376,3 +306,11 @@ def _decode_end2end(y: torch.Tensor, nc: int) -> torch.Tensor:
     scores = torch.zeros(*y.shape[:2], nc, dtype=y.dtype, device=y.device)
     scores.scatter_(-1, cls[..., None], score[..., None])
     return torch.cat((cxcywh, torch.ones_like(score[..., None]), scores), -1)
+
+
+def _class_conv(old: nn.Conv2d, nc: int, stride: float) -> nn.Conv2d:
+    """A new ``nc``-output 1x1 conv in place of ``old``, class bias log(5 / nc / (640 / stride)^2)."""
+    new = nn.Conv2d(old.in_channels, nc, 1).to(old.weight)
+    with torch.no_grad():
+        new.bias.fill_(math.log(5 / nc / (640 / stride) ** 2))
+    return new

@@ -28,7 +28,6 @@ attention block's residual width; the feed-forward hidden channels of every
 """
 from __future__ import annotations
 
-import copy
 import logging
 
 import torch
@@ -79,7 +78,7 @@ def _conv_rows(conv: Conv, rows: slice) -> Conv:
         for name in ("weight", "bias", "running_mean", "running_var"):
             getattr(part.bn, name).copy_(getattr(bn, name)[rows])
         part.bn.num_batches_tracked.copy_(bn.num_batches_tracked)
-    for mine, theirs in zip(part.parameters(), conv.parameters()):
+    for mine, theirs in zip(part.parameters(), conv.parameters(), strict=True):
         mine.requires_grad_(theirs.requires_grad)
     return part.train(conv.training)
 

@@ -28,11 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from yolo_prune.engine.losses.assign import (Assignment, decode_boxes, find_candidates, grid_sizes,
-                                             target_boxes)
-from yolo_prune.engine.losses.boxes import bbox_ciou
-from yolo_prune.engine.losses.hyp import LOSS_KEYS, missing_keys_message
-from yolo_prune.engine.losses.ota import ota_assign
+from yolo_prune.adapters.yolov7.assign import Assignment, decode_boxes, find_candidates, grid_sizes, target_boxes
+from yolo_prune.adapters.yolov7.boxes import bbox_ciou
+from yolo_prune.adapters.yolov7.ota import ota_assign
+from yolo_prune.engine.hyp import LOSS_KEYS, missing_keys_message
 
 AUX_WEIGHT = 0.25  # weight of every auxiliary-head term (official ComputeLossAuxOTA)
 LEAD_BIAS, AUX_BIAS = 0.5, 1.0  # neighbour-cell radius: 3 cells for the lead head, 5 for aux

@@ -30,7 +30,7 @@ OPTIMIZER_NAMES = ("SGD", "AdamW")
 OPTIONAL_NO_DEFAULT = (
     "anchors",  # YOLOv5-style anchors per level (unused: anchors come from the model cfg)
     "dfl",  # Ultralytics' distribution-focal-loss gain (selects Ultralytics-style gains)
-    "distill_temperature",  # knowledge distillation temperature (yolo_prune.engine.losses.distill)
+    "distill_temperature",  # knowledge distillation temperature (yolo_prune.adapters.yolov7.distill)
 )
 KNOWN_KEYS = REQUIRED_KEYS + tuple(OPTIONAL_DEFAULTS) + OPTIONAL_NO_DEFAULT
 

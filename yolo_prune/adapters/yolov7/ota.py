@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from yolo_prune.engine.losses.assign import Assignment, decode_boxes, gather_predictions
-from yolo_prune.engine.losses.boxes import box_iou, xywh_to_xyxy
+from yolo_prune.adapters.yolov7.assign import Assignment, decode_boxes, gather_predictions
+from yolo_prune.adapters.yolov7.boxes import box_iou, xywh_to_xyxy
 
 IOU_COST_WEIGHT = 3.0
 

@@ -1,0 +1,99 @@
+"""``yolo-prune``: one sub-command per job; each parses its flags into a settings object and makes one call.
+
+Every command is a module of this package with ``HELP`` (one line), ``add_arguments(parser)``
+and ``run(args)``; this file lists them, configures logging once and turns expected errors
+into one line on stderr (set ``YOLO_PRUNE_DEBUG=1`` for the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from types import ModuleType
+from typing import Any, Sequence
+
+# command -> module (imported only when chosen: keeps start-up short)
+COMMANDS: dict[str, str] = {
+    "run": "yolo_prune.cli.run",
+    "prune": "yolo_prune.cli.prune",
+    "finetune": "yolo_prune.cli.finetune",
+    "eval": "yolo_prune.cli.eval",
+    "make-synthetic": "yolo_prune.cli.make_synthetic",
+    "sensitivity": "yolo_prune.cli.sensitivity",
+    "report": "yolo_prune.cli.report",
+    "yolo-txt-to-coco": "yolo_prune.cli.convert",
+}
+# Loggers of the library (``yolo_prune``) and of the YOLOv7 module tree (``models``).
+LOGGERS = ("yolo_prune", "models")
+# Errors a user can fix from the message alone: one line, no traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError)
+
+
+class _CliHandler(logging.StreamHandler):
+    """The one handler the command line adds (configuring twice replaces it, never doubles it).
+
+    It writes to whatever ``sys.stderr`` is when a message comes (as ``logging.lastResort`` does),
+    so a caller that swaps stderr, such as a test capturing it, gets the messages.
+    """
+
+    @property
+    def stream(self) -> Any:
+        """The current ``sys.stderr``."""
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        """Ignored: the stream is always the current ``sys.stderr``."""
+
+
+def configure_logging(*, quiet: bool = False) -> None:
+    """Library messages to stderr: INFO and above, WARNING and above with ``quiet``."""
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if isinstance(h, _CliHandler)]:
+            logger.removeHandler(handler)
+        handler = _CliHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def command_module(name: str) -> ModuleType:
+    """The module of command ``name``."""
+    return importlib.import_module(COMMANDS[name])
+
+
+def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``yolo-prune`` parser with the sub-commands ``commands`` (default: all)."""
+    parser = argparse.ArgumentParser(prog="yolo-prune", description=__doc__.splitlines()[0])
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in commands or COMMANDS:
+        module = command_module(name)
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                             help="only warnings and errors on stderr")
+        module.add_arguments(command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command; returns the exit status (2 for an error the message explains)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = [a for a in argv if not a.startswith("-")][:1]
+    args = build_parser(chosen if chosen and chosen[0] in COMMANDS else None).parse_args(argv)
+    configure_logging(quiet=args.quiet)
+    try:
+        command_module(args.command).run(args)
+    except USER_ERRORS as err:
+        if os.environ.get("YOLO_PRUNE_DEBUG"):
+            raise
+        print(f"yolo-prune {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
