@@ -234,21 +234,18 @@ def export_model(loaded: LoadedModel, path: str | Path, *, format: str = "onnx",
         RuntimeError: the format's runtime is missing here.
         ValueError: a setting is out of range (the message names it).
     """
-    path = _check_export_args(loaded, Path(path), format, img_size, batch)
-    if format == "tensorrt":
-        require_runtime("tensorrt")  # fail before minutes of tracing
+    path = _check_export_args(loaded, Path(path), format, img_size, batch)  # and a missing TensorRT, before tracing
     module = export_module(loaded, nms=nms, conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det)
     settings = {"format": format, "img_size": img_size, "batch": batch, "dynamic_batch": dynamic_batch,
                 "opset": opset, "simplify": simplify, "half": half, "nms": nms,
-                "exporter": "torch.onnx legacy (dynamo=False)",
-                **({"conf_thres": conf_thres, "iou_thres": iou_thres, "max_det": max_det} if nms else {})}
-    metadata = _metadata(loaded, img_size, nms, settings)
-    onnx_path = path if format == "onnx" else path.with_suffix(".onnx")
+                "exporter": "torch.onnx legacy (dynamo=False)", **({"conf_thres": conf_thres, "iou_thres": iou_thres,
+                                                                    "max_det": max_det} if nms else {})}
+    metadata, onnx_path = _metadata(loaded, img_size, nms, settings), path.with_suffix(".onnx")
     write_onnx(module, onnx_path, img_size=img_size, batch=batch, dynamic_batch=dynamic_batch, opset=opset,
                simplify=simplify, half=half, metadata=metadata)
     _convert(format, onnx_path, path, half=half, metadata=metadata, batch=batch, dynamic_batch=dynamic_batch)
     result = ExportResult(path=path, format=format, onnx_path=onnx_path, settings=settings)
-    if verify:
+    if verify:  # against PyTorch, on noise and real images
         tol = tolerance if tolerance is not None else TOLERANCE["fp16" if half else "fp32"]
         result.checks = verify_export(module, path, FORMAT_RUNTIME[format], img_size=img_size,
                                       batches=(batch, batch + 1) if dynamic_batch else (batch,), nms=nms,
@@ -288,6 +285,8 @@ def _check_export_args(loaded: LoadedModel, path: Path, format: str, img_size: i
     if batch < 1:
         raise ValueError(f"--batch {batch} must be at least 1")
     path.parent.mkdir(parents=True, exist_ok=True)
+    if format == "tensorrt":
+        require_runtime("tensorrt")  # fail before minutes of tracing
     return path
 
 

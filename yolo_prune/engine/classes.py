@@ -9,9 +9,12 @@ train on top of the wrong classes.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from yolo_prune.adapters.base import DetectorAdapter, LoadedModel
+if TYPE_CHECKING:  # annotations only: the engine takes an adapter, it never imports the families
+    from yolo_prune.adapters.base import DetectorAdapter, LoadedModel
 
 
 def placeholder_names(nc: int) -> list[str]:

@@ -193,7 +193,7 @@ def _prepare_job(loaded: LoadedModel, adapter: DetectorAdapter, *, data: str | P
                 f"boxes and objectness only")
         adapter.distill_loss(loaded.model, teacher.model, hyp_dict, classes=classes)  # a family without one refuses
     if note and info.is_main:
-        print(note)
+        LOGGER.warning(note)
     plain = {"weights": loaded.source, **record, "data": Path(data).resolve(),
              "hyp": None if isinstance(hyp, dict) else hyp, "teacher": teacher.source if teacher else None,
              "family": adapter.name, "names": list(names), "out_dir": out_dir}

@@ -137,13 +137,13 @@ class PrunedDetectionTrainer(DetectionTrainer):
 
 def _fit_data_classes(model: nn.Module, data_names: dict | list, *, rename: bool, seed: int = 0) -> str | None:
     """``fit_classes`` for a bare Ultralytics model and the data yaml's ``names``."""
-    from yolo_prune.adapters.ultralytics import UltralyticsAdapter
+    from yolo_prune.adapters.base import get_adapter  # by name: the adapter module imports this one
 
     names = [data_names[k] for k in sorted(data_names)] if isinstance(data_names, dict) else list(data_names)
     current = model.names
     current = [current[k] for k in sorted(current)] if isinstance(current, dict) else list(current)
     loaded = LoadedModel(model=model, family="ultralytics", names=[str(n) for n in current], stride=[])
-    return fit_classes(loaded, UltralyticsAdapter(), names, rename=rename, seed=seed)
+    return fit_classes(loaded, get_adapter("ultralytics"), names, rename=rename, seed=seed)
 
 
 def finalize_checkpoint(path: str | Path, updates: dict | None = None) -> dict:
