@@ -171,9 +171,9 @@ def shapes_data(tmp_path_factory):
 @pytest.mark.slow
 def test_finetune_80_class_pruned_checkpoint_on_data_with_other_classes(shapes_data, tmp_path):
     """The common case: a pruned COCO checkpoint fine-tuned on custom data; files stay numpy-free."""
+    from yolo_prune.adapters.yolov7.checkpoint import load_checkpoint
     from yolo_prune.cli import main
     from yolo_prune.data import load_data_config
-    from yolo_prune.adapters.yolov7.checkpoint import load_checkpoint
 
     names = load_data_config(shapes_data).names
     loaded = _loaded(build_yolov7("yolov7-tiny", width=0.125, nc=80))
@@ -243,9 +243,8 @@ def test_cfg_paths_resolve_inside_the_package():
 
 # -- conventions: official flag names, --quiet ------------------------------------------------------
 OFFICIAL_ALIASES = {
-    "eval": ["--img-size", "--batch-size", "--conf-thres", "--iou-thres", "--device", "--project", "--name",
-             "--exist-ok"],
-    "prune": ["--img-size", "--device"],
+    "eval": ["--img-size", "--batch-size", "--conf-thres", "--iou-thres", "--device"],
+    "prune": ["--img-size", "--pruning-ratio"],
     "finetune": ["--img-size", "--batch-size", "--device", "--project", "--name", "--exist-ok"],
     "sensitivity": ["--img-size", "--batch-size", "--device"],
     "run": ["--img-size", "--batch-size", "--device"],
@@ -286,8 +285,8 @@ def test_finetune_project_and_name_make_the_run_folder(tmp_path):
 
 
 def test_prune_command_writes_the_cfg_beside_the_checkpoint_and_quiet_prints_nothing(tmp_path, capsys):
-    from yolo_prune.cli import main
     from yolo_prune.adapters.yolov7.checkpoint import save_checkpoint
+    from yolo_prune.cli import main
 
     weights = save_checkpoint(build_yolov7("yolov7-tiny", width=0.25), tmp_path / "tiny.pt")
     out = tmp_path / "pruned.pt"
