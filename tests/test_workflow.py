@@ -243,9 +243,8 @@ def test_cfg_paths_resolve_inside_the_package():
 
 # -- conventions: official flag names, --quiet ------------------------------------------------------
 OFFICIAL_ALIASES = {
-    "eval": ["--img-size", "--batch-size", "--conf-thres", "--iou-thres", "--device", "--project", "--name",
-             "--exist-ok"],
-    "prune": ["--img-size", "--device"],
+    "eval": ["--img-size", "--batch-size", "--conf-thres", "--iou-thres", "--device"],
+    "prune": ["--img-size", "--pruning-ratio"],
     "finetune": ["--img-size", "--batch-size", "--device", "--project", "--name", "--exist-ok"],
     "sensitivity": ["--img-size", "--batch-size", "--device"],
     "run": ["--img-size", "--batch-size", "--device"],
