@@ -155,8 +155,9 @@ def describe(loaded: LoadedModel, adapter: DetectorAdapter, s: PruneSettings, *,
     row = model_summary(loaded.model, s.img_size, fuse=adapter.fuse, decode=adapter.decode, file=file,
                         latency=QUICK_LATENCY if s.latency else None)
     row.pop("timing", None)
+    row["fp16_mib"] = _fp16_size_mb(loaded.model)  # one precision for every family (files may be fp16 or fp32)
     if file is None:  # built from a cfg: the size a float16 checkpoint of it would have
-        row["file_mb"] = _fp16_size_mb(loaded.model)
+        row["file_mib"] = row["fp16_mib"]
     return row
 
 
