@@ -40,9 +40,19 @@ from models.common import (
 
 logger = logging.getLogger(__name__)
 
-# configs/models/{training,deploy} of this checkout (the same folder as yolo_prune.paths.MODEL_CFGS_DIR:
-# ``models`` is the lowest layer and imports nothing of yolo_prune).
-CFG_ROOT = Path(__file__).resolve().parents[1] / "configs" / "models"
+def _cfg_root() -> Path:
+    """``configs/models`` where ``yolo_prune.paths`` finds it: in the installed package (a wheel), else the checkout.
+
+    ``models`` is the lowest layer and imports nothing of yolo_prune, so it looks for the folder itself.
+    """
+    here = Path(__file__).resolve().parents[1]
+    for root in (here / "yolo_prune" / "configs" / "models", here / "configs" / "models"):
+        if root.is_dir():
+            return root
+    return here / "configs" / "models"
+
+
+CFG_ROOT = _cfg_root()
 
 
 class _YoloHead(nn.Module):

@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("yolo_prune.cli",),                                   # flags -> settings -> one call
     ("yolo_prune.pipeline", "yolo_prune.recovery"),        # the main job; the recovery experiments
     ("yolo_prune",),                                       # the package itself: its lazy attributes are the API
-    ("yolo_prune.api",),                                   # the public facade
+    ("yolo_prune.api", "yolo_prune.ultralytics"),          # the public facade; the drop-in ultralytics.YOLO
     ("yolo_prune.jobs", "yolo_prune.deploy"),              # whole jobs; export / predict / runtime A/B
     ("yolo_prune.adapters",),                              # one package per detector family + the contract
     ("yolo_prune.pruning",),                               # generic: take an adapter, never name a family

@@ -258,3 +258,11 @@ def test_adapter_decode_and_fuse(tiny_yolov7):
     expected = _run(tiny_yolov7, x)[0]
     fused = adapter.fuse(copy.deepcopy(tiny_yolov7))
     torch.testing.assert_close(adapter.decode(_run(fused, x)), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_models_find_the_same_cfgs_as_the_library():
+    # a wheel ships configs/ inside yolo_prune/; models must look where yolo_prune.paths looks
+    from models import yolo
+    from yolo_prune.paths import MODEL_CFGS_DIR
+
+    assert yolo.CFG_ROOT == MODEL_CFGS_DIR and (yolo.CFG_ROOT / "training" / "yolov7-tiny.yaml").is_file()

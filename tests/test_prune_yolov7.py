@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import YOLOV7_FAMILIES, build_yolov7, randomise_bn
 
 from yolo_prune import api
@@ -127,7 +128,7 @@ def test_prune_command_writes_checkpoint_and_report(tmp_path, tiny_checkpoint, c
     assert _sha(tiny_checkpoint) == digest  # the input is never modified
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["after"]["gmacs"] < report["before"]["gmacs"]
-    assert report["after"]["file_mb"] < report["before"]["file_mb"]
+    assert report["after"]["file_mib"] < report["before"]["file_mib"]
     assert "GMACs" in capsys.readouterr().out
     back = api.load(out)
     convs = [m for name, m in back.model.named_modules() if isinstance(m, torch.nn.Conv2d) and ".m." not in name]
@@ -201,8 +202,9 @@ def test_prune_command_iterative_with_fine_tuning(tmp_path):
     from yolo_prune.data.synthetic import make_synthetic_dataset
 
     data = make_synthetic_dataset(tmp_path / "data", n_train=4, n_val=2, img_size=64, seed=0, profile="hard")
-    model = build_yolov7("yolov7-tiny", width=0.125, nc=6)
-    weights = api.save(LoadedModel(model, "yolov7", [f"c{i}" for i in range(6)], [8, 16, 32]), tmp_path / "m.pt")
+    names = yaml.safe_load(data.read_text())["names"]  # the model's classes are the data's
+    model = build_yolov7("yolov7-tiny", width=0.125, nc=len(names))
+    weights = api.save(LoadedModel(model, "yolov7", names, [8, 16, 32]), tmp_path / "m.pt")
     out = tmp_path / "it.pt"
     assert cli_main(["prune", "--weights", str(weights), "--img", "64", "--ratio", "0.5", "--steps", "2",
                      "--data", str(data), "--epochs-per-step", "1", "--out", str(out), "--no-latency"]) == 0

@@ -374,3 +374,81 @@ def test_finetune_command_routes_ultralytics_to_its_trainer(pruned_v8, coco_data
     # engine-only options are refused by name rather than silently dropped
     assert main([*argv, "--teacher", str(path)]) == 2
     assert "teacher" in capsys.readouterr().err
+
+
+# -- a practitioner's workflow: other classes, the drop-in YOLO, numpy-free files --------------------
+@pytest.mark.parametrize("cfg", ["yolov8n.yaml", "yolo26n.yaml"])
+def test_set_classes_keeps_box_branch_and_pruned_widths(adapter, cfg):
+    loaded = _build(adapter, cfg, nc=80)
+    prune_model(loaded.model, adapter, img_size=IMG, pruning_ratio=0.5)
+    model = loaded.model.train()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+    x = torch.rand(1, 3, IMG, IMG)
+    with torch.no_grad():
+        before = model(x)
+    widths = conv_out_channels(model)
+    adapter.set_classes(model, ["a", "b", "c"])
+    with torch.no_grad():
+        after = model(x)
+    branches = [k for k in ("one2many", "one2one") if k in before] or [None]
+    for key in branches:
+        old, new = (before[key], after[key]) if key else (before, after)
+        assert torch.equal(old["boxes"], new["boxes"])
+        assert new["scores"].shape[1] == 3 and new["scores"].shape[2] == old["scores"].shape[2]
+    changed = {n for n, c in conv_out_channels(model).items() if widths.get(n) != c}
+    assert changed and all("cv3." in n for n in changed)  # only the class convs' outputs changed
+    assert model.names == {0: "a", 1: "b", 2: "c"} and model.model[-1].nc == 3
+    model.eval()
+    assert adapter.decode(model(x)).shape[-1] == 5 + 3
+
+
+def test_pruned_ultralytics_model_warns_that_its_yaml_cannot_keep_it(adapter):
+    from yolo_prune import api
+
+    loaded = _build(adapter, "yolov8n.yaml", nc=6)
+    assert adapter.cfg_form(loaded.model).cfg == loaded.model.yaml  # unpruned: its yaml rebuilds it
+    with pytest.warns(api.PrunedCfgWarning, match="yolo_prune.ultralytics import YOLO"):
+        api.prune(loaded, img_size=IMG, pruning_ratio=0.5)
+
+
+def test_saved_ultralytics_file_has_no_numpy_global(pruned_v8):
+    from yolo_prune.io.inspect import pickle_globals
+
+    _, path = pruned_v8
+    assert not {g for g in pickle_globals(path) if g[0].split(".")[0] == "numpy"}
+
+
+def test_drop_in_yolo_trains_with_the_pruned_trainer(pruned_v8):
+    from yolo_prune.adapters.ultralytics.trainer import PrunedDetectionTrainer
+    from yolo_prune.ultralytics import YOLO
+
+    _, path = pruned_v8
+    model = YOLO(str(path))
+    assert model.task_map["detect"]["trainer"] is PrunedDetectionTrainer
+    assert isinstance(model, ul.YOLO)
+
+
+@pytest.mark.slow
+def test_drop_in_yolo_train_keeps_pruned_model_on_other_classes(adapter, coco_data, tmp_path):
+    """``from yolo_prune.ultralytics import YOLO``: a pruned 80-class file trains on the 6-class set."""
+    from yolo_prune.io.inspect import pickle_globals
+    from yolo_prune.ultralytics import YOLO
+
+    loaded = _build(adapter, "yolov8n.yaml", nc=80)
+    prune_model(loaded.model, adapter, img_size=IMG, pruning_ratio=0.5)
+    path = adapter.save(loaded, tmp_path / "pruned80.pt")
+    _, splits = coco_data
+    data = coco_to_yolo(splits, tmp_path / "yolo")
+    model = YOLO(str(path))
+    model.train(data=str(data), epochs=1, imgsz=IMG, batch=4, device="cpu", workers=0, project=str(tmp_path / "runs"),
+                name="dropin", exist_ok=True, plots=False, verbose=False, val=False)
+    nc = len(yaml.safe_load(data.read_text())["names"])
+    widths = {n: c for n, c in conv_out_channels(loaded.model).items() if "cv3." not in n}
+    assert {n: c for n, c in conv_out_channels(model.model).items() if "cv3." not in n} == widths
+    assert model.model.model[-1].nc == nc
+    for name in ("last.pt", "best.pt"):
+        weights = tmp_path / "runs/dropin/weights" / name
+        if weights.exists():
+            assert not {g for g in pickle_globals(weights) if g[0].split(".")[0] == "numpy"}, name

@@ -18,11 +18,12 @@ from yolo_prune.adapters import DetectorAdapter, LoadedModel, get_adapter, load_
 from yolo_prune.benchmark import BenchmarkSettings, model_summary
 from yolo_prune.jobs.evaluate import evaluate_model
 from yolo_prune.jobs.finetune import finetune
-from yolo_prune.jobs.prune import prune_loaded
+from yolo_prune.jobs.prune import PrunedCfgWarning, cfg_note, prune_loaded, save_cfg
 from yolo_prune.pruning import PruneResult
 from yolo_prune.settings import IMG_SIZE
 
-__all__ = ["adapter_of", "benchmark", "evaluate", "finetune", "get_adapter", "load", "prune", "save"]
+__all__ = ["PrunedCfgWarning", "adapter_of", "benchmark", "cfg_note", "evaluate", "finetune", "get_adapter", "load",
+           "prune", "save", "save_cfg"]
 
 load = load_model
 evaluate = evaluate_model
@@ -34,7 +35,11 @@ def adapter_of(loaded: LoadedModel) -> DetectorAdapter:
 
 
 def prune(loaded: LoadedModel, **settings: Any) -> PruneResult:
-    """Prunes ``loaded.model`` in place; ``settings`` are those of ``yolo_prune.pruning.prune_model``."""
+    """Prunes ``loaded.model`` in place; ``settings`` are those of ``yolo_prune.pruning.prune_model``.
+
+    ``ratio`` is accepted for ``pruning_ratio``; a ``PrunedCfgWarning`` says when the pruned widths
+    cannot be written in the family's cfg (``save_cfg`` writes it where they can).
+    """
     return prune_loaded(loaded, **settings)
 
 

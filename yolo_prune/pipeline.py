@@ -248,7 +248,7 @@ def _evaluate(s: PipelineSettings, data: Path, weights: Path, name: str) -> dict
                            device=device, workers=s.workers)
     bench = api.benchmark(loaded, s.img_size, batch=1, runs=s.fps_runs, device=device)
     row = {"name": name, "source": str(weights), "params_m": bench["params_m"], "gmacs": bench["gmacs"],
-           "file_mb": weights.stat().st_size / 2**20, "map50_95": float(metrics["map50_95"]),
+           "file_mib": weights.stat().st_size / 2**20, "map50_95": float(metrics["map50_95"]),
            "map50": float(metrics["map50"]), "latency_ms": bench["latency_ms"], "fps": bench["fps"],
            "end_to_end_ms": bench["end_to_end_ms"], "device": bench["device"],
            "channels": conv_out_channels(loaded.model)}

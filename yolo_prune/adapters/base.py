@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -49,8 +50,15 @@ LossFn = Callable[[Any, torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.
 # distill_fn(student_outputs, teacher_outputs, imgs) -> (term scaled like the loss, item detached [1])
 DistillFn = Callable[[Any, Any, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
-__all__ = ["ADAPTERS", "DetectorAdapter", "DistillFn", "LoadedModel", "LossFn", "adapter_for_model",
+__all__ = ["ADAPTERS", "CfgForm", "DetectorAdapter", "DistillFn", "LoadedModel", "LossFn", "adapter_for_model",
            "flatten_tensors", "get_adapter"]
+
+@dataclass(frozen=True)
+class CfgForm:
+    """The family's own model cfg that rebuilds a model exactly, or why there is none (``cfg`` None)."""
+
+    cfg: dict | None
+    reason: str | None = None
 
 
 class DetectorAdapter(abc.ABC):
@@ -136,12 +144,27 @@ class DetectorAdapter(abc.ABC):
         return DecodedDetector(model, self.decode)
 
     # -- training ---------------------------------------------------------------------
+    def set_classes(self, model: nn.Module, names: list[str]) -> nn.Module:
+        """Makes ``model`` predict ``names`` (in place; returns it).
+
+        With as many names as the model has classes only the names change. Otherwise the head's
+        class outputs are rebuilt for ``len(names)`` classes, freshly initialised, while the
+        pruned widths and the box (and objectness) weights stay, as the family's own trainer does
+        when a dataset's class count differs from a checkpoint's.
+        """
+        raise NotImplementedError(f"the {self.name} family cannot change the classes of its models; fine-tune on "
+                                  f"data with the model's classes")
+
     def loss(self, model: nn.Module, hyp: dict) -> LossFn:
         """Returns the family's training loss for ``model`` under hyper-parameters ``hyp``."""
         raise NotImplementedError(f"adapter {self.name!r} does not provide a training loss")
 
-    def distill_loss(self, student: nn.Module, teacher: nn.Module, hyp: dict, *, weight: float = 1.0) -> DistillFn:
-        """A knowledge-distillation term from ``teacher`` (unpruned) into ``student`` (pruned)."""
+    def distill_loss(self, student: nn.Module, teacher: nn.Module, hyp: dict, *, weight: float = 1.0,
+                     classes: bool = True) -> DistillFn:
+        """A knowledge-distillation term from ``teacher`` (unpruned) into ``student`` (pruned).
+
+        ``classes=False``: the teacher predicts other classes, distil boxes and objectness only.
+        """
         raise NotImplementedError(f"the {self.name} family has no distillation loss; fine-tune without --teacher")
 
     def finetune(self, loaded: LoadedModel, data: str | Path, *, out_dir: str | Path,
@@ -167,6 +190,18 @@ class DetectorAdapter(abc.ABC):
         """
         raise NotImplementedError(f"adapter {self.name!r} cannot read training checkpoints, so its runs cannot be "
                                   f"resumed; start a new run with --weights")
+
+    # -- the family's own tools -------------------------------------------------------
+    def cfg_form(self, model: nn.Module) -> CfgForm:
+        """The family's cfg that rebuilds ``model`` with its pruned widths, or why there is none.
+
+        With it, the family's own trainer (which rebuilds models from cfgs) keeps the widths.
+        """
+        return CfgForm(None, f"the {self.name} family has no cfg form for pruned widths")
+
+    def own_trainer_hint(self, cfg_written: bool) -> str:
+        """One sentence for users of the family's own trainer: how to keep the pruned widths."""
+        return "fine-tune it with yolo-prune finetune, which keeps the pruned widths"
 
     # -- saving -----------------------------------------------------------------------
     @abc.abstractmethod

@@ -21,13 +21,13 @@ def model_summary(model: nn.Module, img_size: int, *, fuse: Callable[[nn.Module]
         img_size: Input side for the MAC count (and the latency, whatever ``latency.img_size`` says).
         fuse: The family's fuse (``adapter.fuse``), applied to the copy that is timed.
         decode: The family's decode (``adapter.decode``), for the NMS stage.
-        file: The checkpoint file: adds ``file_mb`` (its size on disk, MiB).
+        file: The checkpoint file: adds ``file_mib`` (its size on disk, MiB).
         latency: How to time the model: adds ``latency_ms`` (median forward, per image), ``fps``,
             ``end_to_end_ms``, ``device`` and the full ``measure_latency`` result as ``timing``.
     """
     row: dict[str, Any] = dict(model_stats(model, img_size))
     if file is not None:
-        row["file_mb"] = Path(file).stat().st_size / 2**20
+        row["file_mib"] = Path(file).stat().st_size / 2**20
     if latency is not None:
         timing = measure_latency(model, img_size, fuse=fuse, decode=decode, **latency.latency_kwargs())
         row.update(latency_ms=timing["latency_ms_median"], fps=timing["fps"],

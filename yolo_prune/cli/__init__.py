@@ -7,12 +7,14 @@ into one line on stderr (set ``YOLO_PRUNE_DEBUG=1`` for the traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import logging
 import os
 import sys
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 # command -> module (imported only when chosen: keeps start-up short)
 COMMANDS: dict[str, str] = {
@@ -82,6 +84,24 @@ def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentPars
     return parser
 
 
+@contextlib.contextmanager
+def quiet_output(quiet: bool) -> Iterator[None]:
+    """While ``quiet``: standard output (tables, paths) is dropped and tqdm bars are off; stderr stays."""
+    if not quiet:
+        yield
+        return
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # tqdm reads its defaults from TQDM_* variables
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command; returns the exit status (2 for an error the message explains)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -89,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(chosen if chosen and chosen[0] in COMMANDS else None).parse_args(argv)
     configure_logging(quiet=args.quiet)
     try:
-        command_module(args.command).run(args)
+        with quiet_output(args.quiet):
+            command_module(args.command).run(args)
     except USER_ERRORS as err:
         if os.environ.get("YOLO_PRUNE_DEBUG"):
             raise

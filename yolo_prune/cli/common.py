@@ -60,9 +60,9 @@ def format_models(models: dict[str, dict[str, Any]]) -> str:
     rows = []
     for name, s in models.items():
         speedup = (first.get("latency_ms") or 0) / s["latency_ms"] if s.get("latency_ms") else None
-        rows.append([name, s["params_m"], s["gmacs"], first["gmacs"] / s["gmacs"], s.get("file_mb"),
+        rows.append([name, s["params_m"], s["gmacs"], first["gmacs"] / s["gmacs"], s.get("file_mib"),
                      s.get("latency_ms"), speedup])
-    return format_table(rows, ["model", "params (M)", "GMACs", "MACs x", "size (MB)", "CPU ms", "speed-up"])
+    return format_table(rows, ["model", "params (M)", "GMACs", "MACs x", "size (MiB)", "CPU ms", "speed-up"])
 
 
 def _shown(value: Any) -> str:

@@ -36,10 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def _add_evaluation_args(run: argparse._ArgumentGroup) -> None:
     s = EvalSettings
-    setting(run, "--img", settings=s, dest="img_size", type=int, help="inference size (long side, pixels)")
-    setting(run, "--batch", settings=s, dest="batch_size", type=int, help="batch size")
-    setting(run, "--conf", settings=s, dest="conf_thres", type=float, help="NMS confidence threshold")
-    setting(run, "--iou", settings=s, dest="iou_thres", type=float, help="NMS IoU threshold")
+    setting(run, "--img", "--img-size", settings=s, dest="img_size", type=int, help="inference size (long side, pixels)")
+    setting(run, "--batch", "--batch-size", settings=s, dest="batch_size", type=int, help="batch size")
+    setting(run, "--conf", "--conf-thres", settings=s, dest="conf_thres", type=float, help="NMS confidence threshold")
+    setting(run, "--iou", "--iou-thres", settings=s, dest="iou_thres", type=float, help="NMS IoU threshold")
     setting(run, "--max-det", settings=s, dest="max_det", type=int, help="detections kept per image")
     setting(run, "--device", settings=s, dest="device", help="'' (GPU if any, else CPU), cpu, 0 or cuda:0")
     switch(run, "--half", dest="half", help="fp16 inference (CUDA only)")

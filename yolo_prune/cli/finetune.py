@@ -29,7 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                                 trusted="--weights / --teacher")
     src.add_argument("--data", type=Path, help="data yaml (train/val image folders and COCO json files, names)")
     src.add_argument("--hyp", type=Path, help="hyper-parameter yaml (default: the project's fine-tuning hyp)")
-    src.add_argument("--teacher", type=Path, help="unpruned checkpoint: adds a knowledge-distillation term")
+    src.add_argument("--teacher", type=Path, help="unpruned checkpoint: adds a knowledge-distillation term "
+                                                  "(boxes and objectness only when its classes differ from the data's)")
+    src.add_argument("--rename-classes", action="store_true",
+                     help="the model has as many classes as the data under other names: train them under the "
+                          "data's names (other class counts always get a new class head)")
     _add_training_args(parser.add_argument_group("training"))
     val = parser.add_argument_group("validation")
     switch(val, "--no-val", dest="val", off=True, help="skip validation")
@@ -39,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
             help="validate on at most this many images")
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, help=f"run folder (default: {DEFAULT_OUT_DIR})")
+    out.add_argument("--project", type=Path, help="as official train.py: the run folder is PROJECT/NAME")
+    out.add_argument("--name", help=f"run name under --project (default: {Path(DEFAULT_OUT_DIR).name})")
     switch(out, "--exist-ok", dest="exist_ok", help="write into an existing run folder")
     out.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_OR_LAST_PT",
                      help="continue an interrupted run: its folder or weights/last.pt (default: --out)")
@@ -72,6 +78,16 @@ def _add_training_args(run: argparse._ArgumentGroup) -> None:
     run.add_argument("--sparse-reg", type=float, help=f"sparse-training penalty (default: {DEFAULT_REG})")
 
 
+def run_folder(args: argparse.Namespace) -> Path:
+    """``--out``, else ``--project`` / ``--name`` (official train.py's names), else the default."""
+    if args.out is not None and (args.project is not None or args.name is not None):
+        raise ValueError("pass either --out or --project/--name, not both")
+    if args.out is not None:
+        return args.out
+    default = Path(DEFAULT_OUT_DIR)
+    return (args.project or default.parent) / (args.name or default.name)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Runs the fine-tuning job described by ``args``; prints where the weights are."""
     names = {f.name for f in dataclasses.fields(TrainSettings)}
@@ -81,9 +97,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from yolo_prune.pruning.sparse import SparseTrainingCallback
 
         callbacks = SparseTrainingCallback(args.sparse, reg=args.sparse_reg or DEFAULT_REG)
-    result = finetune(args.weights, cfg=args.cfg, data=args.data, out_dir=args.out or DEFAULT_OUT_DIR, hyp=args.hyp,
+    result = finetune(args.weights, cfg=args.cfg, data=args.data, out_dir=run_folder(args), hyp=args.hyp,
                       teacher=args.teacher, resume=args.resume, exist_ok=bool(args.exist_ok), family=args.family,
-                      trust=args.trust, callbacks=callbacks, **settings)
+                      trust=args.trust, callbacks=callbacks, rename_classes=args.rename_classes, **settings)
     summary = result.summary()
     if result.is_main:
         print(f"\nfine-tuned {summary['epochs']} epochs; best fitness {summary['best_fitness']}; "

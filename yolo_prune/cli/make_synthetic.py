@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help=f"output folder (default: {DEFAULT_OUT})")
     parser.add_argument("--n-train", type=int, help=f"training images (default: {_default('n_train')})")
     parser.add_argument("--n-val", type=int, help=f"validation images (default: {_default('n_val')})")
-    parser.add_argument("--img", dest="img_size", type=int,
+    parser.add_argument("--img", "--img-size", dest="img_size", type=int,
                         help=f"long side of every image in pixels (default: {_default('img_size')})")
     parser.add_argument("--seed", type=int, help=f"same seed -> identical dataset (default: {_default('seed')})")
     parser.add_argument("--format", dest="image_format", choices=("jpg", "png"),

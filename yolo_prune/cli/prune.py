@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def _add_pruning_args(how: argparse._ArgumentGroup) -> None:
     s = PruneSettings
-    setting(how, "--ratio", settings=s, dest="pruning_ratio", type=float, help="fraction of channels to remove, in [0, 1)")
+    setting(how, "--ratio", "--pruning-ratio", settings=s, dest="pruning_ratio", type=float, help="fraction of channels to remove, in [0, 1)")
     setting(how, "--importance", settings=s, dest="importance", help=f"criterion: {', '.join(IMPORTANCES.names())}")
     switch(how, "--global", dest="global_pruning", help="rank channels globally")
     setting(how, "--round-to", settings=s, dest="round_to", type=int, help="keep channel counts multiples of this")
@@ -57,7 +57,7 @@ def _add_pruning_args(how: argparse._ArgumentGroup) -> None:
             help="fraction of weights zeroed (--mode unstructured)")
     setting(how, "--scope", settings=s, dest="scope", choices=SPARSITY_SCOPES,
             help="unstructured: the same sparsity per layer, or one global threshold")
-    setting(how, "--img", settings=s, dest="img_size", type=int, help="input size for tracing, MACs and latency")
+    setting(how, "--img", "--img-size", settings=s, dest="img_size", type=int, help="input size for tracing, MACs and latency")
     setting(how, "--seed", settings=s, dest="seed", type=int, help="seeds the random criterion and synthetic batches")
     switch(how, "--dry-run", dest="dry_run", help="list the pruning groups, change nothing")
 
@@ -86,7 +86,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(format_groups(report["groups"]))
         return report
     print(format_models({"original": report["before"], "pruned": report["after"]}))
-    print(f"\nsaved {report['out']} (report: {Path(report['out']).with_suffix('.json')})")
+    print(f"\nsaved {report['out']} (report: {Path(report['out']).with_suffix('.json')}"
+          + (f", cfg: {report['model_cfg']})" if report.get("model_cfg") else ")"))
+    print(f"to train it further: {report['train_note']}" if report.get("model_cfg") else
+          f"warning: {report['train_note']}")
     return report
 
 

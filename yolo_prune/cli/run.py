@@ -23,11 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
             help="your data yaml (default: generate the synthetic shapes set)")
     setting(parser, "--profile", settings=s, dest="profile", help="synthetic profile: demo or hard")
     setting(parser, "--out", settings=s, dest="out", type=Path, help="run folder; re-running continues")
-    setting(parser, "--img", settings=s, dest="img_size", type=int, help="train/eval size")
+    setting(parser, "--img", "--img-size", settings=s, dest="img_size", type=int, help="train/eval size")
     setting(parser, "--baseline-epochs", settings=s, dest="baseline_epochs", type=int, help="baseline training epochs")
     setting(parser, "--finetune-epochs", settings=s, dest="finetune_epochs", type=int,
             help="fine-tune budget of both arms (the pruned model and the control)")
-    setting(parser, "--batch", settings=s, dest="batch_size", type=int, help="batch size")
+    setting(parser, "--batch", "--batch-size", settings=s, dest="batch_size", type=int, help="batch size")
     setting(parser, "--ratio", settings=s, dest="ratio", type=float, help="channel pruning ratio")
     setting(parser, "--importance", settings=s, dest="importance", help="channel criterion")
     setting(parser, "--round-to", settings=s, dest="round_to", type=int, help="keep channel counts multiples of this")

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     setting(data, "--data", settings=s, dest="data", type=Path, help="data yaml; its val split scores every point")
     setting(data, "--max-images", settings=s, dest="max_images", type=int, help="score on the first N val images")
     setting(data, "--metric", settings=s, dest="metric", choices=SCORE_METRICS, help="score of each point")
-    setting(data, "--batch", settings=s, dest="batch_size", type=int, help="evaluation batch size")
+    setting(data, "--batch", "--batch-size", settings=s, dest="batch_size", type=int, help="evaluation batch size")
     setting(data, "--device", settings=s, dest="device", help="'' (GPU if any), cpu, 0, cuda:1 (evaluation, latency)")
     setting(data, "--workers", settings=s, dest="workers", type=int, help="data-loading processes")
     _add_scan_args(parser.add_argument_group("scan"))
@@ -49,7 +49,7 @@ def _add_scan_args(scan: argparse._ArgumentGroup) -> None:
             help=f"{' | '.join(UNIT_KINDS)} | a yaml of {{stage name: [module globs]}}")
     setting(scan, "--importance", settings=s, dest="importance", help=f"criterion: {', '.join(IMPORTANCES.names())}")
     setting(scan, "--round-to", settings=s, dest="round_to", type=int, help="keep channel counts multiples of this")
-    setting(scan, "--img", settings=s, dest="img_size", type=int, help="input size for evaluation, tracing and MACs")
+    setting(scan, "--img", "--img-size", settings=s, dest="img_size", type=int, help="input size for evaluation, tracing and MACs")
     switch(scan, "--latency", dest="latency", help="also measure fused latency of every point on --device")
     setting(scan, "--from-scan", settings=s, dest="from_scan", type=Path,
             help="skip the scan: allocate from this sensitivity.json")

@@ -203,14 +203,6 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return json.loads(props[METADATA_KEY]) if METADATA_KEY in props else {}
 
 
-def _export_settings(format: str, img_size: int, batch: int, dynamic_batch: bool, opset: int, simplify: bool,
-                     half: bool, nms_settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings an export records (in its result and the file's metadata); NMS ones when it has NMS."""
-    return {"format": format, "img_size": img_size, "batch": batch, "dynamic_batch": dynamic_batch, "opset": opset,
-            "simplify": simplify, "half": half, "nms": bool(nms_settings),
-            "exporter": "torch.onnx legacy (dynamo=False)", **nms_settings}
-
-
 def export_model(loaded: LoadedModel, path: str | Path, *, format: str = "onnx", img_size: int = IMG_SIZE,
                  batch: int = 1, dynamic_batch: bool = False, opset: int = DEFAULT_OPSET, simplify: bool = True,
                  half: bool = False, nms: bool = False, conf_thres: float = 0.25, iou_thres: float = 0.45,
@@ -243,32 +235,24 @@ def export_model(loaded: LoadedModel, path: str | Path, *, format: str = "onnx",
         RuntimeError: the format's runtime is missing here.
         ValueError: a setting is out of range (the message names it).
     """
-    path = _check_export_args(loaded, Path(path), format, img_size, batch)
-    if format == "tensorrt":
-        require_runtime("tensorrt")  # fail before minutes of tracing
+    path = _check_export_args(loaded, Path(path), format, img_size, batch)  # and a missing TensorRT, before tracing
     module = export_module(loaded, nms=nms, conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det)
-    settings = _export_settings(format, img_size, batch, dynamic_batch, opset, simplify, half,
-                                {"conf_thres": conf_thres, "iou_thres": iou_thres, "max_det": max_det} if nms else {})
-    metadata = _metadata(loaded, img_size, nms, settings)
-    onnx_path = path if format == "onnx" else path.with_suffix(".onnx")
+    settings = {"format": format, "img_size": img_size, "batch": batch, "dynamic_batch": dynamic_batch,
+                "opset": opset, "simplify": simplify, "half": half, "nms": nms,
+                "exporter": "torch.onnx legacy (dynamo=False)", **({"conf_thres": conf_thres, "iou_thres": iou_thres,
+                                                                    "max_det": max_det} if nms else {})}
+    metadata, onnx_path = _metadata(loaded, img_size, nms, settings), path.with_suffix(".onnx")
     write_onnx(module, onnx_path, img_size=img_size, batch=batch, dynamic_batch=dynamic_batch, opset=opset,
                simplify=simplify, half=half, metadata=metadata)
     _convert(format, onnx_path, path, half=half, metadata=metadata, batch=batch, dynamic_batch=dynamic_batch)
     result = ExportResult(path=path, format=format, onnx_path=onnx_path, settings=settings)
-    if verify:
+    if verify:  # against PyTorch, on noise and real images
         tol = tolerance if tolerance is not None else TOLERANCE["fp16" if half else "fp32"]
-        _verify(result, module, batches=(batch, batch + 1) if dynamic_batch else (batch,), nms=nms,
-                images=verify_images, tolerance=tol, threads=threads)
+        result.checks = verify_export(module, path, FORMAT_RUNTIME[format], img_size=img_size,
+                                      batches=(batch, batch + 1) if dynamic_batch else (batch,), nms=nms,
+                                      images=verify_images, tolerance=tol, threads=threads)
+        _raise_on_mismatch(result)
     return result
-
-
-def _verify(result: ExportResult, module: Any, *, batches: tuple[int, ...], nms: bool,
-            images: Sequence[str | Path], tolerance: float, threads: int | None) -> None:
-    """Compares the exported file with PyTorch (``verify_export``); raises on a mismatch."""
-    result.checks = verify_export(module, result.path, FORMAT_RUNTIME[result.format],
-                                  img_size=result.settings["img_size"], batches=batches, nms=nms, images=images,
-                                  tolerance=tolerance, threads=threads)
-    _raise_on_mismatch(result)
 
 
 def _convert(format: str, onnx_path: Path, path: Path, *, half: bool, metadata: dict[str, Any], batch: int,
@@ -302,6 +286,8 @@ def _check_export_args(loaded: LoadedModel, path: Path, format: str, img_size: i
     if batch < 1:
         raise ValueError(f"--batch {batch} must be at least 1")
     path.parent.mkdir(parents=True, exist_ok=True)
+    if format == "tensorrt":
+        require_runtime("tensorrt")  # fail before minutes of tracing
     return path
 
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from yolo_prune.devices import select_device
 from yolo_prune.engine import checkpointing
+from yolo_prune.engine.classes import fit_classes, same_classes
 from yolo_prune.engine.distributed import (
     DistInfo,
     barrier,
@@ -62,6 +63,9 @@ class FinetuneResult:
     model: nn.Module | None = None  # final EMA (or raw) model, float32, eval mode
     is_main: bool = True
 
+    def __repr__(self) -> str:
+        return f"FinetuneResult({self.epochs} epochs, best fitness {self.best_fitness}, best {self.best})"
+
     def summary(self) -> dict[str, Any]:
         """The run's outputs and last results row, JSON-ready."""
         return {"out_dir": self.out_dir, "last": self.last, "best": self.best, "best_fitness": self.best_fitness,
@@ -71,7 +75,8 @@ class FinetuneResult:
 def finetune(loaded: LoadedModel, adapter: DetectorAdapter, *, data: str | Path | None,
              out_dir: str | Path = DEFAULT_OUT_DIR, hyp: str | Path | dict | None = None,
              teacher: LoadedModel | None = None, exist_ok: bool = False, callbacks: TrainerCallbacks | None = None,
-             record: dict[str, Any] | None = None, **settings: Any) -> FinetuneResult:
+             record: dict[str, Any] | None = None, rename_classes: bool = False,
+             **settings: Any) -> FinetuneResult:
     """Fine-tunes ``loaded.model`` in place on a COCO-format dataset.
 
     Args:
@@ -85,6 +90,10 @@ def finetune(loaded: LoadedModel, adapter: DetectorAdapter, *, data: str | Path 
         callbacks: Trainer hooks.
         record: Plain facts about the job (weights / cfg it came from, ``trust``) kept in ``args.yaml``
             and in ``last.pt`` for ``resume``.
+        rename_classes: When the model has as many classes as the data under other names, train
+            them under the data's names (otherwise an error). Other class counts always rebuild
+            the head's class outputs for the data (box / objectness weights kept); a ``teacher``
+            with other classes than the data distils boxes and objectness only.
         **settings: ``TrainSettings`` fields (epochs, img_size, batch_size, device, workers, ...).
 
     Returns:
@@ -95,7 +104,8 @@ def finetune(loaded: LoadedModel, adapter: DetectorAdapter, *, data: str | Path 
     info = init_distributed(device)
     try:
         job = _prepare_job(loaded, adapter, data=data, hyp=hyp, teacher=teacher, settings=s, out_dir=Path(out_dir),
-                           exist_ok=exist_ok, info=info, record=record or {})
+                           exist_ok=exist_ok, info=info, record=record or {},
+                           rename_classes=rename_classes)
         return _run(job, device=rank_device(device, info), info=info, callbacks=callbacks)
     finally:
         cleanup_distributed()
@@ -162,7 +172,7 @@ class _Job:
 
 def _prepare_job(loaded: LoadedModel, adapter: DetectorAdapter, *, data: str | Path | None, hyp: Any,
                  teacher: LoadedModel | None, settings: TrainSettings, out_dir: Path, exist_ok: bool,
-                 info: DistInfo, record: dict[str, Any]) -> _Job:
+                 info: DistInfo, record: dict[str, Any], rename_classes: bool = False) -> _Job:
     from yolo_prune.data import load_data_config
     from yolo_prune.engine.hyp import load_hyp, validate_hyp
 
@@ -173,11 +183,17 @@ def _prepare_job(loaded: LoadedModel, adapter: DetectorAdapter, *, data: str | P
     names = load_data_config(data).names
     hyp = default_hyp_path() if hyp is None else hyp
     hyp_dict = validate_hyp(dict(hyp), source="hyp dict") if isinstance(hyp, dict) else load_hyp(hyp)
-    _check_classes(loaded, names)
+    note = fit_classes(loaded, adapter, names, rename=rename_classes, seed=settings.seed)
     settings.img_size = _round_to_stride(settings.img_size, loaded)
     if teacher is not None:
-        _check_classes(teacher, names, what="the --teacher")
-        adapter.distill_loss(loaded.model, teacher.model, hyp_dict)  # a family without one refuses now
+        classes = same_classes(teacher.names, names)
+        if not classes:
+            note = (note + "; " if note else "") + (
+                f"the --teacher predicts other classes ({teacher.nc}: {teacher.names[:3]}...), so it distils "
+                f"boxes and objectness only")
+        adapter.distill_loss(loaded.model, teacher.model, hyp_dict, classes=classes)  # a family without one refuses
+    if note and info.is_main:
+        LOGGER.warning(note)
     plain = {"weights": loaded.source, **record, "data": Path(data).resolve(),
              "hyp": None if isinstance(hyp, dict) else hyp, "teacher": teacher.source if teacher else None,
              "family": adapter.name, "names": list(names), "out_dir": out_dir}
@@ -253,7 +269,9 @@ def _distillation(job: _Job, device: torch.device) -> tuple[nn.Module | None, An
     teacher = job.teacher.model.to(device).float().eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    return teacher, job.adapter.distill_loss(job.loaded.model, teacher, job.hyp, weight=job.settings.distill_weight)
+    classes = same_classes(job.teacher.names, job.record["names"])  # else boxes and objectness only
+    return teacher, job.adapter.distill_loss(job.loaded.model, teacher, job.hyp, weight=job.settings.distill_weight,
+                                             classes=classes)
 
 
 def _existing(path: str | Path, flag: str) -> Path:
@@ -261,12 +279,6 @@ def _existing(path: str | Path, flag: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{flag} {path} does not exist; pass the unpruned checkpoint")
     return path
-
-
-def _check_classes(loaded: LoadedModel, names: list[str], what: str = "the model") -> None:
-    if loaded.nc != len(names):
-        raise ValueError(f"{what} predicts {loaded.nc} classes but the data has {len(names)} ({names[:5]}...); "
-                         f"use a model made for this data, or build one with --cfg (nc from the data)")
 
 
 def _max_stride(loaded: LoadedModel) -> int:

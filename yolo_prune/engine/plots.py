@@ -46,9 +46,14 @@ class ResultsLog:
 
 
 def plot_results(rows: list[dict[str, Any]], png_path: str | Path) -> Path | None:
-    """One small panel per column (losses, metrics, lr) against the epoch; None when no rows."""
+    """One small panel per column (losses, metrics, lr) against the epoch; None when no rows.
+
+    Epochs are counted from 1 on integer ticks, as the training log prints them. A column with
+    gaps (validation every ``val_period`` epochs) is drawn through the epochs that have a value.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # no global backend switch
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     columns = [k for k in rows[0] if k != "epoch"] if rows else []
     if not columns:
@@ -57,13 +62,13 @@ def plot_results(rows: list[dict[str, Any]], png_path: str | Path) -> Path | Non
     nrows = math.ceil(len(columns) / ncols)
     fig = Figure(figsize=(3.2 * ncols, 2.6 * nrows), tight_layout=True)
     FigureCanvasAgg(fig)
-    epochs = [r["epoch"] for r in rows]
     for i, name in enumerate(columns):
         ax = fig.add_subplot(nrows, ncols, i + 1)
-        values = [r.get(name) for r in rows]
-        ax.plot(epochs, [math.nan if v is None or v == "" else v for v in values], marker=".", linewidth=1.5)
+        points = [(int(r["epoch"]) + 1, r[name]) for r in rows if isinstance(r.get(name), (int, float))]
+        ax.plot([e for e, _ in points], [v for _, v in points], marker=".", linewidth=1.5)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=7)
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from yolo_prune.data.errors import DataError
 from yolo_prune.data.transforms import scale_boxes
@@ -95,7 +96,8 @@ def predict(model: nn.Module, loader: Any, dataset: Any, *, decode: Decode, devi
     results: list[dict] = []
     seen: list[int] = []
     timer = _Timer(device)
-    for imgs, _, image_ids, shapes in loader:
+    # a bar on terminals only (disable=None): logs, CI and --quiet (TQDM_DISABLE) stay clean
+    for imgs, _, image_ids, shapes in tqdm(loader, desc="evaluating", unit="batch", leave=False, disable=None):
         timer.lap("data")
         imgs = imgs.to(device, non_blocking=True)
         imgs = (imgs.half() if half else imgs.float()) / 255.0

@@ -2,6 +2,8 @@
 
 Everything is written to a temporary file in the destination folder, flushed to disk,
 then moved over the destination with ``os.replace`` (atomic on POSIX and Windows).
+The file gets the permissions any new file gets (``0o666`` less the umask), not the
+private ``0o600`` that ``tempfile`` gives its files.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ def atomic_path(path: str | Path, *, keep_suffix: bool = False) -> Iterator[Path
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        os.chmod(tmp_path, _new_file_mode())
         yield tmp_path
         with open(tmp_path, "rb+") as f:  # make the bytes durable before the rename
             os.fsync(f.fileno())
@@ -37,6 +40,18 @@ def atomic_path(path: str | Path, *, keep_suffix: bool = False) -> Iterator[Path
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def current_umask() -> int:
+    """The process umask (``os.umask`` can only be read by setting it: it is restored at once)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+def _new_file_mode() -> int:
+    """What ``open(path, "w")`` would give a new file: ``0o666`` less the umask."""
+    return 0o666 & ~current_umask()
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:

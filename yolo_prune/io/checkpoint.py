@@ -47,6 +47,11 @@ class LoadedModel:
         """Number of classes."""
         return len(self.names)
 
+    def __repr__(self) -> str:
+        params_m = sum(p.numel() for p in self.model.parameters()) / 1e6
+        return (f"LoadedModel({self.family}, {self.nc} classes, {params_m:.2f} M params, stride {self.stride}, "
+                f"source={self.source})")
+
 
 def check_readable(path: str | Path) -> Path:
     """``path`` as a ``Path`` when it is a file torch can read (zip or legacy format).

@@ -71,7 +71,7 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
     report = {"weights": str(s.weights) if s.weights else None, "cfg": s.cfg, "data": str(s.data or ann),
               "split": s.split if s.data else None, "img_size": s.img_size, "fused": s.fuse,
               "metrics": {k: v for k, v in metrics.items() if k != "settings"}, "settings": metrics["settings"],
-              "model": {k: row[k] for k in ("params_m", "gmacs", "file_mb") if k in row}, "args": s.to_dict()}
+              "model": {k: row[k] for k in ("params_m", "gmacs", "file_mib") if k in row}, "args": s.to_dict()}
     if "timing" in row:
         report["latency"] = row["timing"]
     out = Path(s.out) if s.out is not None else default_out(s)

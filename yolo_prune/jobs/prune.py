@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import io
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from yolo_prune.adapters import DetectorAdapter, get_adapter, load_model
 from yolo_prune.benchmark import BenchmarkSettings, model_summary
-from yolo_prune.io import LoadedModel, atomic_write_json
+from yolo_prune.io import LoadedModel, atomic_write_json, atomic_write_text
 from yolo_prune.pruning import PruneResult, prune_model
 from yolo_prune.pruning.settings import PruneSettings
 
@@ -33,13 +35,49 @@ _PRUNE_KWARGS = ("importance", "pruning_ratio", "global_pruning", "layer_ratios"
                  "iterative_steps", "seed")
 
 
+class PrunedCfgWarning(UserWarning):
+    """The pruned widths cannot be written in the family's cfg: its own trainer would rebuild the unpruned model."""
+
+
 def prune_loaded(loaded: LoadedModel, **settings: Any) -> PruneResult:
-    """Prunes ``loaded.model`` in place (``prune_model`` settings) and records them in ``loaded.meta``."""
+    """Prunes ``loaded.model`` in place (``prune_model`` settings) and records them in ``loaded.meta``.
+
+    ``ratio`` (the CLI's name) is accepted for ``pruning_ratio``. Warns (``PrunedCfgWarning``) when
+    the pruned widths have no form in the family's own cfg, naming why and how to keep them.
+    """
+    if "ratio" in settings:
+        if "pruning_ratio" in settings:
+            raise TypeError("pass the ratio once: pruning_ratio=... or ratio=..., not both")
+        settings["pruning_ratio"] = settings.pop("ratio")
     result = prune_model(loaded.model, get_adapter(loaded.family), **settings)
     loaded.model = result.model
     if not result.dry_run:
         loaded.meta["pruning"] = result.summary()["settings"]
+        note = cfg_note(loaded)
+        if note is not None:
+            warnings.warn(note, PrunedCfgWarning, stacklevel=2)
     return result
+
+
+def cfg_note(loaded: LoadedModel) -> str | None:
+    """None when the family's cfg can describe ``loaded.model``; else why not and how to keep its widths."""
+    adapter = get_adapter(loaded.family)
+    form = adapter.cfg_form(loaded.model)
+    if form.cfg is not None:
+        return None
+    return (f"the pruned widths cannot be written in the {loaded.family} cfg ({form.reason}), so "
+            f"{adapter.own_trainer_hint(False)}")
+
+
+def save_cfg(loaded: LoadedModel, path: str | Path) -> Path | None:
+    """Writes the family's cfg that rebuilds ``loaded.model`` (pruned widths included) as yaml.
+
+    Returns the path, or None (nothing written) when the family's cfg cannot describe the model.
+    """
+    form = get_adapter(loaded.family).cfg_form(loaded.model)
+    if form.cfg is None:
+        return None
+    return atomic_write_text(yaml.safe_dump(form.cfg, sort_keys=False), path)
 
 
 def run_prune(settings: PruneSettings) -> dict[str, Any]:
@@ -64,7 +102,9 @@ def run_prune(settings: PruneSettings) -> dict[str, Any]:
         return _finish(s, loaded, adapter, out, before, {"unstructured": _unstructured(s, loaded, adapter)})
     if s.data is not None and not s.dry_run:
         return _finish(s, loaded, adapter, out, before, _iterative(s, loaded, out, kwargs))
-    result = prune_loaded(loaded, img_size=s.img_size, dry_run=s.dry_run, **kwargs)
+    with warnings.catch_warnings():  # _finish states the same note once, in the report and the log
+        warnings.simplefilter("ignore", PrunedCfgWarning)
+        result = prune_loaded(loaded, img_size=s.img_size, dry_run=s.dry_run, **kwargs)
     if s.dry_run:
         return result.summary()
     return _finish(s, loaded, adapter, out, before, result.summary())
@@ -115,17 +155,26 @@ def describe(loaded: LoadedModel, adapter: DetectorAdapter, s: PruneSettings, *,
     row = model_summary(loaded.model, s.img_size, fuse=adapter.fuse, decode=adapter.decode, file=file,
                         latency=QUICK_LATENCY if s.latency else None)
     row.pop("timing", None)
+    row["fp16_mib"] = _fp16_size_mb(loaded.model)  # one precision for every family (files may be fp16 or fp32)
     if file is None:  # built from a cfg: the size a float16 checkpoint of it would have
-        row["file_mb"] = _fp16_size_mb(loaded.model)
+        row["file_mib"] = row["fp16_mib"]
     return row
 
 
 def _finish(s: PruneSettings, loaded: LoadedModel, adapter: DetectorAdapter, out: Path, before: dict[str, Any],
             summary: dict[str, Any]) -> dict[str, Any]:
-    """Saves the pruned model, its report and the resolved settings beside it."""
+    """Saves the pruned model, its cfg (where there is one), its report and settings beside it.
+
+    ``train_note`` in the report says how the family's own trainer keeps the pruned widths.
+    """
     adapter.save(loaded, out)
+    cfg_path = save_cfg(loaded, out.with_suffix(".yaml"))
+    if cfg_path is None:
+        out.with_suffix(".yaml").unlink(missing_ok=True)  # an earlier run's cfg would describe another model
     after = describe(loaded, adapter, s, file=out)
-    report = {**summary, "weights": s.weights, "cfg": s.cfg, "out": out, "before": before, "after": after}
+    report = {**summary, "weights": s.weights, "cfg": s.cfg, "out": out, "model_cfg": cfg_path,
+              "train_note": adapter.own_trainer_hint(True) if cfg_path else cfg_note(loaded),
+              "before": before, "after": after}
     atomic_write_json(report, out.with_suffix(".json"))
     s.save(out.with_suffix(".args.yaml"))
     return report

@@ -59,6 +59,12 @@ class PruneResult:
     settings: dict[str, Any] = field(default_factory=dict)
     dry_run: bool = False
 
+    def __repr__(self) -> str:
+        done = "would prune" if self.dry_run else "pruned"
+        return (f"PruneResult(params {self.params_before / 1e6:.2f} M -> {self.params_after / 1e6:.2f} M, GMACs "
+                f"{self.gmacs_before:.3f} -> {self.gmacs_after:.3f} ({self.macs_reduction:.1f}x), "
+                f"{len(self.groups)} groups{'' if not self.dry_run else ', ' + done})")
+
     @property
     def gmacs_before(self) -> float:
         """MACs before pruning, in billions."""

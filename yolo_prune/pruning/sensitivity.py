@@ -309,6 +309,11 @@ def make_latency_fn(adapter: DetectorAdapter, img_size: int, *, device: str = D.
     return latency
 
 
+_MARKERS = ("o", "s", "^", "v", "D", "x", "+", "*", "P", "h")
+_LINESTYLES = ("-", "--", ":", "-.")
+_METRIC_WORDS = {"map50_95": "mAP50-95", "map50": "mAP50", "map75": "mAP75", "loss": "loss"}
+
+
 def plot_sensitivity(result: SensitivityResult, path: str | Path, *, per_panel: int = 10) -> Path:
     """Score vs pruning ratio, one line per unit (panels of ``per_panel`` units), baseline dashed."""
     import matplotlib
@@ -321,13 +326,16 @@ def plot_sensitivity(result: SensitivityResult, path: str | Path, *, per_panel: 
     rows = -(-len(chunks) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
     base = result.baseline["score"]
+    metric = result.settings.get("metric", "score")
     for ax, chunk in zip(axes.flat, chunks, strict=False):
-        for unit in chunk:
+        for k, unit in enumerate(chunk):
             pts = [(0.0, base)] + [(p.ratio, p.score) for p in unit.points if p.score is not None]
-            ax.plot([r for r, _ in pts], [s for _, s in pts], marker="o", ms=3, lw=1.2, label=unit.name)
-        ax.axhline(base, ls="--", c="gray", lw=1)
-        ax.set_xlabel("pruning ratio (this unit only)")
-        ax.set_ylabel(result.settings.get("metric", "score"))
+            # lines of insensitive units coincide: markers and dashes tell them apart
+            ax.plot([r for r, _ in pts], [s for _, s in pts], marker=_MARKERS[k % len(_MARKERS)], ms=4,
+                    ls=_LINESTYLES[k // len(_MARKERS) % len(_LINESTYLES)], lw=1.2, alpha=0.85, label=unit.name)
+        ax.axhline(base, ls="--", c="gray", lw=1, label="unpruned")
+        ax.set_xlabel("fraction of this unit's channels removed (the rest unpruned)")
+        ax.set_ylabel(f"{_METRIC_WORDS.get(metric, metric)} after pruning")
         ax.legend(fontsize=6, loc="lower left")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(chunks):]:

@@ -6,12 +6,15 @@ An entry is a plain dict with these keys (any may be None except ``name``):
     source      str     checkpoint path (used to merge rows from different JSONs)
     params_m    float   parameters, millions
     gmacs       float   multiply-accumulates at the run's input size, billions
-    file_mb     float   checkpoint size (fp16), MiB
+    file_mib    float   size in MiB (2**20 bytes): of the weights in float16 where the run JSON
+                        gives it (``fp16_mib``, so models of one precision are compared),
+                        else of the checkpoint file
     map50_95    float   COCO mAP@[.5:.95] (0..1)
     map50       float   COCO mAP@.5 (0..1)
     fps         float   images per second (batch 1 unless the run says otherwise)
     latency_ms  float   per-image latency
     channels    dict    {conv name: output channels}
+    family      str     detector family (``yolov7``, ``ultralytics``): "MACs x" compares within one
 
 Accepted files (``entries_from_json``):
 
@@ -32,10 +35,11 @@ from typing import Any, Iterable
 
 from yolo_prune.registry import unknown_name_message
 
-ENTRY_KEYS = ("name", "source", "params_m", "gmacs", "file_mb", "map50_95", "map50", "fps", "latency_ms", "channels")
+ENTRY_KEYS = ("name", "source", "params_m", "gmacs", "file_mib", "map50_95", "map50", "fps", "latency_ms", "channels",
+              "family")
 # other spellings seen in run JSONs -> entry key
 _ALIASES = {"mAP50-95": "map50_95", "map": "map50_95", "mAP50": "map50", "latency_ms_median": "latency_ms",
-            "weights": "source", "out": "source", "size_mb": "file_mb"}
+            "weights": "source", "out": "source", "size_mb": "file_mib", "file_mb": "file_mib"}
 
 
 def make_entry(values: dict[str, Any], *, name: str | None = None, strict: bool = False) -> dict[str, Any]:
@@ -58,6 +62,8 @@ def make_entry(values: dict[str, Any], *, name: str | None = None, strict: bool 
     entry["name"] = str(entry["name"] or source_stem or name or "model")
     if entry["source"] is not None:
         entry["source"] = str(entry["source"])
+    if values.get("fp16_mib") is not None:  # one precision for every model (files may be fp16 or fp32)
+        entry["file_mib"] = values["fp16_mib"]
     if entry["fps"] is None and entry["latency_ms"]:
         entry["fps"] = 1000.0 / float(entry["latency_ms"])
     return entry
@@ -146,7 +152,31 @@ def merge_entries(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         for field, value in entry.items():
             if merged[key].get(field) is None and value is not None:
                 merged[key][field] = value
-    return list(merged.values())
+    return distinct_names(list(merged.values()))
+
+
+def distinct_names(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Entries whose shown names repeat (two runs' ``best``) get the folders that tell them apart.
+
+    ``runs/a/weights/best.pt`` and ``runs/b/weights/best.pt`` become ``best (a/weights)`` and
+    ``best (b/weights)``; entries without a source are numbered (``best #2``).
+    """
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        by_name.setdefault(entry["name"], []).append(entry)
+    for name, same in by_name.items():
+        if len(same) < 2:
+            continue
+        folders = [Path(str(e["source"])).parent.parts if e.get("source") else () for e in same]
+        for depth in range(1, max(len(f) for f in folders) + 1):
+            tails = ["/".join(f[-depth:]) for f in folders]
+            if len(set(tails)) == len(tails) and all(tails):
+                break
+        else:
+            tails = [""] * len(same)
+        for k, (entry, tail) in enumerate(zip(same, tails, strict=True)):
+            entry["name"] = f"{name} ({tail})" if tail else (name if k == 0 else f"{name} #{k + 1}")
+    return entries
 
 
 def _merge_key(entry: dict[str, Any]) -> str:

@@ -53,11 +53,17 @@ def channels_plot(entries: Sequence[dict[str, Any]], path: str | Path) -> Path |
     for e in with_channels[1:]:
         order += [n for n in e["channels"] if n not in order]
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(max(6.0, min(16.0, len(order) * 0.12)), 4.2))
-    for e in with_channels:
+    styles = ("-", "--", ":", "-.")
+    for k, e in enumerate(with_channels):
         xs = [i for i, n in enumerate(order) if n in e["channels"]]
-        ax.step(xs, [e["channels"][order[i]] for i in xs], where="mid", lw=1.2, label=e["name"])
+        # a fine-tuned model has its pruned model's widths: wider, then narrower dashed lines keep both visible
+        ax.step(xs, [e["channels"][order[i]] for i in xs], where="mid", ls=styles[k % len(styles)],
+                lw=max(3.0 - 0.8 * k, 1.0), alpha=0.8, label=e["name"])
     ax.set_xlabel("conv layer (model order)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("output channels")
     ax.set_title("Channels per layer")
     ax.legend(fontsize=8)

@@ -14,15 +14,22 @@ from yolo_prune.reporting import format_cell, format_table
 
 # (entry key, column header); "MACs x" is computed against the first row
 COLUMNS = (("name", "model"), ("params_m", "params (M)"), ("gmacs", "GMACs"), ("macs_x", "MACs x"),
-           ("file_mb", "size (MB)"), ("map50_95", "mAP50-95"), ("map50", "mAP50"), ("latency_ms", "latency (ms)"),
+           ("file_mib", "size (MiB)"), ("map50_95", "mAP50-95"), ("map50", "mAP50"), ("latency_ms", "latency (ms)"),
            ("fps", "FPS"))
 
 
 def table_rows(entries: Sequence[dict[str, Any]]) -> list[list[Any]]:
-    """The table's cells, one row per entry; ``MACs x`` is the first entry's GMACs over this one's."""
-    first = entries[0].get("gmacs") if entries else None
+    """The table's cells, one row per entry.
+
+    ``MACs x`` is the GMACs of the first entry of the same family over this one's (models of
+    different families are not compared).
+    """
+    reference: dict[Any, Any] = {}
+    for e in entries:
+        reference.setdefault(e.get("family"), e.get("gmacs"))
     rows = []
     for e in entries:
+        first = reference[e.get("family")]
         macs_x = first / e["gmacs"] if first and e.get("gmacs") else None
         rows.append([macs_x if key == "macs_x" else e.get(key) for key, _ in COLUMNS])
     return rows

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,7 +31,7 @@ import torch
 import yaml
 from torch import nn
 
-from yolo_prune.adapters.base import ADAPTERS, DetectorAdapter, LoadedModel, LossFn
+from yolo_prune.adapters.base import ADAPTERS, CfgForm, DetectorAdapter, LoadedModel, LossFn
 from yolo_prune.adapters.ultralytics import checkpoint
 from yolo_prune.io import CheckpointError
 
@@ -48,7 +49,7 @@ _LOSS_GAIN_KEYS = ("box", "cls", "dfl")
 # run folder and records its own provenance). Any other setting is refused, not silently dropped.
 _TRAINER_SETTINGS = {"epochs": "epochs", "img_size": "img_size", "batch_size": "batch_size", "device": "device",
                      "workers": "workers", "seed": "seed", "nominal_batch": "nbs", "val_period": None,
-                     "exist_ok": None, "record": None}
+                     "exist_ok": None, "record": None, "rename_classes": "rename_classes"}
 
 
 @ADAPTERS.register("ultralytics")
@@ -189,6 +190,26 @@ class UltralyticsAdapter(DetectorAdapter):
 
         return loss_fn
 
+    def set_classes(self, model: nn.Module, names: list[str]) -> nn.Module:
+        """A fresh last conv of every class branch (``cv3``; ``one2one_cv3`` of end-to-end heads).
+
+        Biased as Ultralytics' ``Detect.bias_init``; the box branches and pruned widths stay.
+        """
+        nc, head = len(names), model.model[-1]
+        if nc < 1:
+            raise ValueError("a detector needs at least one class; the data names none")
+        if nc != head.nc:
+            for branch in (head.cv3, getattr(head, "one2one_cv3", None) or ()):
+                for i, seq in enumerate(branch):
+                    seq[-1] = _class_conv(seq[-1], nc, float(head.stride[i]))
+            head.nc, head.no = nc, nc + head.reg_max * 4
+            model.nc = nc
+            model.yaml = {**model.yaml, "nc": nc}
+            model.criterion = None  # built for the old class count
+            checkpoint.blocks_module().reset_head_caches(head)
+        model.names = dict(enumerate(str(n) for n in names))
+        return model
+
     def finetune(self, loaded: LoadedModel, data: str | Path, *, out_dir: str | Path,
                  **settings: Any) -> FinetuneResult:
         """Fine-tunes through Ultralytics' own trainer (``trainer.PrunedDetectionTrainer``) into ``out_dir``.
@@ -224,6 +245,36 @@ class UltralyticsAdapter(DetectorAdapter):
         loaded = checkpoint.to_loaded(model.float(), source=Path(path), meta=dict(ckpt.get("yolo_prune") or {}))
         return loaded, ckpt
 
+    # -- the family's own tools -------------------------------------------------------
+    def cfg_form(self, model: nn.Module) -> CfgForm:
+        """The model's yaml when it still builds exactly this network (an unpruned model), else why not.
+
+        An Ultralytics yaml gives each block one width (scaled by the model's width multiple),
+        from which the block derives its hidden widths, and ``Detect`` derives its own from its
+        inputs: pruned widths (and the split-free blocks pruning rewrites into) have no yaml form.
+        """
+        cfg = getattr(model, "yaml", None)
+        if not isinstance(cfg, dict):
+            return CfgForm(None, "the model carries no yaml")
+        with torch.random.fork_rng():  # building initialises weights: keep the caller's random stream
+            rebuilt = checkpoint.import_ultralytics("nn.tasks").DetectionModel(copy.deepcopy(cfg), nc=model.model[-1].nc, verbose=False)
+        want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
+        first = next((k for k in sorted(want.keys() | got.keys()) if want.get(k) != got.get(k)), None)
+        if first is None:
+            return CfgForm(copy.deepcopy(cfg))
+        return CfgForm(None, "Ultralytics yamls give each block one width from which it derives its hidden widths, "
+                             f"and the Detect head derives its own from its inputs (first difference: {first} "
+                             f"{want.get(first, 'absent')} vs {got.get(first, 'absent')} from the yaml)")
+
+    def own_trainer_hint(self, cfg_written: bool) -> str:
+        """How Ultralytics' own ``YOLO.train`` keeps (or would lose) the pruned widths."""
+        if cfg_written:
+            return "ultralytics.YOLO(path).train() rebuilds it from its yaml"
+        return ("plain ultralytics.YOLO(path).train() would rebuild the unpruned model from its yaml; train it with "
+                "`from yolo_prune.ultralytics import YOLO` (the same class, whose train keeps the pruned model) or "
+                "yolo-prune finetune")
+
     # -- saving -----------------------------------------------------------------------
     def save(self, loaded: LoadedModel, path: str | Path, *, extra: dict | None = None) -> Path:
         """Writes the dict Ultralytics writes for a finished model, in float32, atomically.
@@ -255,3 +306,11 @@ def _decode_end2end(y: torch.Tensor, nc: int) -> torch.Tensor:
     scores = torch.zeros(*y.shape[:2], nc, dtype=y.dtype, device=y.device)
     scores.scatter_(-1, cls[..., None], score[..., None])
     return torch.cat((cxcywh, torch.ones_like(score[..., None]), scores), -1)
+
+
+def _class_conv(old: nn.Conv2d, nc: int, stride: float) -> nn.Conv2d:
+    """A new ``nc``-output 1x1 conv in place of ``old``, class bias log(5 / nc / (640 / stride)^2)."""
+    new = nn.Conv2d(old.in_channels, nc, 1).to(old.weight)
+    with torch.no_grad():
+        new.bias.fill_(math.log(5 / nc / (640 / stride) ** 2))
+    return new

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from yolo_prune.io import TRUST_HINT, CheckpointError, LoadedModel, atomic_torch_save, check_readable
+from yolo_prune.io.plain import plain_values
 
 FAMILY = "ultralytics"
 # Checkpoint keys Ultralytics owns; everything else this toolkit records goes under 'yolo_prune'.
@@ -134,7 +135,7 @@ def save_checkpoint(loaded: LoadedModel, path: str | Path, *, extra: dict | None
         "yolo_prune": {k: v for k, v in loaded.meta.items() if k not in FILE_META},
     }
     ckpt.update(extra or {})
-    return atomic_torch_save(ckpt, path)
+    return atomic_torch_save(plain_values(ckpt), path)  # no numpy globals: numpy 1.x clients load it
 
 
 def make_trainable(model: nn.Module) -> None:

@@ -30,10 +30,13 @@ import yaml
 from torch import nn
 from ultralytics import __version__ as UL_VERSION
 from ultralytics.models.yolo.detect import DetectionTrainer
-from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT, DEFAULT_CFG_KEYS, RANK
+from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT, DEFAULT_CFG_KEYS, LOGGER, RANK
 
 from yolo_prune.adapters.ultralytics.checkpoint import load_checkpoint
+from yolo_prune.engine.classes import fit_classes
 from yolo_prune.io import LoadedModel, atomic_path, atomic_torch_save, atomic_write_text
+from yolo_prune.io.atomic import current_umask
+from yolo_prune.io.plain import plain_values
 from yolo_prune.settings import IMG_SIZE
 
 # Splits written by coco_to_yolo, in the order Ultralytics' data yaml names them.
@@ -54,9 +57,10 @@ class PrunedDetectionTrainer(DetectionTrainer):
     """
 
     def __init__(self, cfg: Any = DEFAULT_CFG, overrides: dict | None = None, _callbacks: dict | None = None, *,
-                 model: nn.Module | None = None, provenance: dict | None = None) -> None:
+                 model: nn.Module | None = None, provenance: dict | None = None, rename_classes: bool = False) -> None:
         overrides = dict(overrides or {})
         self.given_model = model
+        self.rename_classes = rename_classes
         self.provenance = dict(provenance or {})  # stored under 'yolo_prune' in every checkpoint
         if model is not None:
             overrides.setdefault("model", _model_label(model))  # not a .pt, so setup_model calls get_model
@@ -70,17 +74,16 @@ class PrunedDetectionTrainer(DetectionTrainer):
 
         That is the model given to the constructor, else ``weights`` when it is a model
         (``YOLO(path).train(trainer=...)`` passes the loaded file's model; resuming passes the
-        model stored in last.pt), which already has the pruned architecture.
+        model stored in last.pt), which already has the pruned architecture. When the data has
+        other classes, the head's class convs are rebuilt for them (``UltralyticsAdapter.set_classes``).
         """
         model = self.given_model if self.given_model is not None and not self.resume else weights
         if not isinstance(model, nn.Module):
             raise ValueError("PrunedDetectionTrainer has no model to train: pass model=..., train through "
                              "YOLO('pruned.pt').train(trainer=PrunedDetectionTrainer), or resume a run")
-        nc = model.model[-1].nc
-        if nc != self.data["nc"]:
-            raise ValueError(f"the model predicts {nc} classes but the dataset has {self.data['nc']}; fine-tune on "
-                             f"data with the model's classes, or build the model with nc={self.data['nc']} before "
-                             "pruning")
+        note = _fit_data_classes(model, self.data["names"], rename=self.rename_classes, seed=self.args.seed)
+        if note and verbose and RANK in {-1, 0}:
+            LOGGER.info(note)
         return model
 
     def save_model(self) -> bool:
@@ -88,7 +91,7 @@ class PrunedDetectionTrainer(DetectionTrainer):
         ema = copy.deepcopy(self.ema.ema).float().to(memory_format=torch.contiguous_format)
         ema.criterion = None  # training-only state
         buffer = io.BytesIO()
-        torch.save({
+        torch.save(plain_values({
             "epoch": self.epoch,
             "best_fitness": self.best_fitness,
             "stopper": {"best_fitness": self.stopper.best_fitness, "best_epoch": self.stopper.best_epoch},
@@ -103,7 +106,7 @@ class PrunedDetectionTrainer(DetectionTrainer):
             "date": datetime.now().astimezone().isoformat(),
             "version": UL_VERSION,
             "yolo_prune": self.provenance,
-        }, buffer)
+        }), buffer)
         data = buffer.getvalue()
         targets = [self.last]
         if self.best_fitness == self.fitness:
@@ -132,6 +135,17 @@ class PrunedDetectionTrainer(DetectionTrainer):
         self.epoch -= 1
 
 
+def _fit_data_classes(model: nn.Module, data_names: dict | list, *, rename: bool, seed: int = 0) -> str | None:
+    """``fit_classes`` for a bare Ultralytics model and the data yaml's ``names``."""
+    from yolo_prune.adapters.base import get_adapter  # by name: the adapter module imports this one
+
+    names = [data_names[k] for k in sorted(data_names)] if isinstance(data_names, dict) else list(data_names)
+    current = model.names
+    current = [current[k] for k in sorted(current)] if isinstance(current, dict) else list(current)
+    loaded = LoadedModel(model=model, family="ultralytics", names=[str(n) for n in current], stride=[])
+    return fit_classes(loaded, get_adapter("ultralytics"), names, rename=rename, seed=seed)
+
+
 def finalize_checkpoint(path: str | Path, updates: dict | None = None) -> dict:
     """Ultralytics' ``strip_optimizer`` without the fp16 cast: EMA becomes ``model``, training state goes.
 
@@ -149,13 +163,14 @@ def finalize_checkpoint(path: str | Path, updates: dict | None = None) -> dict:
                 scaler=None, epoch=-1, date=datetime.now().astimezone().isoformat(), version=UL_VERSION,
                 train_args={k: v for k, v in args.items() if k in DEFAULT_CFG_KEYS})
     ckpt.update(updates or {})
+    ckpt = plain_values(ckpt)
     atomic_torch_save(ckpt, path)
     return ckpt
 
 
 def finetune(loaded: LoadedModel, data: str | Path, *, epochs: int = 10, img_size: int = IMG_SIZE, batch_size: int = 16,
              device: str | int | None = None, project: str | Path = "runs/finetune", name: str = "ultralytics",
-             workers: int = 0, seed: int = 0, **overrides: Any) -> LoadedModel:
+             workers: int = 0, seed: int = 0, rename_classes: bool = False, **overrides: Any) -> LoadedModel:
     """Fine-tunes ``loaded.model`` (a copy; ``loaded`` is untouched) with Ultralytics' trainer.
 
     Args:
@@ -170,6 +185,7 @@ def finetune(loaded: LoadedModel, data: str | Path, *, epochs: int = 10, img_siz
         name: See ``project``.
         workers: Ultralytics' ``workers``.
         seed: Ultralytics' ``seed``.
+        rename_classes: Equal class counts under other names: train under the data's names.
         **overrides: Any other Ultralytics training argument (``lr0``, ``optimizer``, ...).
 
     Returns:
@@ -185,7 +201,7 @@ def finetune(loaded: LoadedModel, data: str | Path, *, epochs: int = 10, img_siz
     model = copy.deepcopy(loaded.model).float()
     provenance = {k: v for k, v in loaded.meta.items()
                   if k not in ("epoch", "best_fitness", "date", "version", "train_args", "run_dir", "metrics")}
-    trainer = PrunedDetectionTrainer(overrides=args, model=model, provenance=provenance)
+    trainer = PrunedDetectionTrainer(overrides=args, model=model, provenance=provenance, rename_classes=rename_classes)
     trainer.train()
     best = trainer.best if trainer.best.exists() else trainer.last
     result = load_checkpoint(best)
@@ -257,6 +273,7 @@ def _write_split(coco: dict, images_dir: Path, out_dir: Path, split: str, index:
             _mkdir((images_tmp / rel).parent)
             _link_or_copy((images_dir / rel).resolve(), images_tmp / rel)
         for tmp, final in ((labels_tmp, out_dir / "labels" / split), (images_tmp, out_dir / "images" / split)):
+            os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes private folders; outputs follow the umask
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)

@@ -10,6 +10,7 @@ Pruning facts of this family:
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,9 @@ from torch import nn
 
 from models import yolo
 from models.common import ImplicitA, ImplicitM
-from yolo_prune.adapters.base import ADAPTERS, DetectorAdapter, DistillFn, LoadedModel, LossFn
+from yolo_prune.adapters.base import ADAPTERS, CfgForm, DetectorAdapter, DistillFn, LoadedModel, LossFn
 from yolo_prune.adapters.yolov7 import checkpoint as checkpoint_io
+from yolo_prune.adapters.yolov7.cfg import pruned_cfg
 from yolo_prune.io import CheckpointError
 
 # save() arguments that may arrive in ``extra``; the rest become plain entries of the file's dict.
@@ -111,17 +113,52 @@ class YOLOv7Adapter(DetectorAdapter):
         return _unwrap(model).fuse().eval()
 
     # -- training ---------------------------------------------------------------------
+    def set_classes(self, model: nn.Module, names: list[str]) -> nn.Module:
+        """New class rows in each head output conv (``na * (5 + nc)`` rows per level).
+
+        For every anchor the 5 box + objectness rows are kept, the class rows initialised as a fresh head's;
+        ``ImplicitM`` scales follow (class entries 1.0).
+        """
+        net, nc = _unwrap(model), len(names)
+        head = _head(net)
+        if nc < 1:
+            raise ValueError("a detector needs at least one class; the data names none")
+        if nc != head.nc:
+            _resize_class_outputs(head, nc)
+            net.nc, net.class_weights = nc, torch.ones(nc)
+            net.yaml = {**net.yaml, "nc": nc}
+            yolo.refresh_bookkeeping(net)
+        net.names = [str(n) for n in names]
+        return model
+
     def loss(self, model: nn.Module, hyp: dict) -> LossFn:
         """YOLOv7 training loss (plain / OTA / aux OTA, see ``yolo_prune.adapters.yolov7.loss``)."""
         from yolo_prune.adapters.yolov7.loss import build_yolov7_loss
 
         return build_yolov7_loss(model, hyp)
 
-    def distill_loss(self, student: nn.Module, teacher: nn.Module, hyp: dict, *, weight: float = 1.0) -> DistillFn:
-        """Output distillation over the lead head's maps (``yolo_prune.adapters.yolov7.distill``)."""
+    # -- the family's own tools -------------------------------------------------------
+    def cfg_form(self, model: nn.Module) -> CfgForm:
+        """The YOLOv7 cfg with the pruned widths (``yolov7.cfg.pruned_cfg``), or why there is none."""
+        return pruned_cfg(_unwrap(model))
+
+    def own_trainer_hint(self, cfg_written: bool) -> str:
+        """How the official ``train.py`` keeps (or would lose) the pruned widths."""
+        if cfg_written:
+            return ("the official train.py keeps the pruned widths: --weights pruned.pt --cfg '' (it reads "
+                    "model.yaml) or --cfg with the .yaml written beside the checkpoint")
+        return ("the official train.py --weights would rebuild the unpruned model from model.yaml and keep only "
+                "the tensors that fit; fine-tune it with yolo-prune finetune instead")
+
+    def distill_loss(self, student: nn.Module, teacher: nn.Module, hyp: dict, *, weight: float = 1.0,
+                     classes: bool = True) -> DistillFn:
+        """Output distillation over the lead head's maps (``yolo_prune.adapters.yolov7.distill``).
+
+        Boxes and objectness only when ``classes`` is False (a teacher with other classes).
+        """
         from yolo_prune.adapters.yolov7.distill import build_distill_loss
 
-        return build_distill_loss(student, teacher, hyp, weight=weight)
+        return build_distill_loss(student, teacher, hyp, weight=weight, classes=classes)
 
     def load_training_checkpoint(self, path: str | Path, *, trust: bool = False) -> tuple[LoadedModel, dict]:
         """A ``last.pt`` under the official allow-list: its float32 ``model`` and the whole dict."""
@@ -140,13 +177,37 @@ class YOLOv7Adapter(DetectorAdapter):
     def save(self, loaded: LoadedModel, path: str | Path, *, extra: dict | None = None) -> Path:
         """Official checkpoint dict; known ``extra`` keys are save arguments, others plain entries.
 
-        ``loaded.meta['pruning']`` (if any) is stored as a ``'pruning'`` entry.
+        ``loaded.meta['pruning']`` (if any) is stored as a ``'pruning'`` entry. The saved model's
+        ``yaml`` is the cfg that rebuilds it (pruned widths included) when there is one.
         """
         extra = dict(extra or {})
         kwargs = {k: extra.pop(k) for k in _SAVE_ARGS if k in extra}
         if "pruning" in loaded.meta and "pruning" not in extra:
             extra["pruning"] = checkpoint_io.plain_extra(loaded.meta["pruning"])
-        return checkpoint_io.save_checkpoint(loaded.model, path, names=loaded.names, extra=extra or None, **kwargs)
+        form = self.cfg_form(loaded.model)
+        return checkpoint_io.save_checkpoint(loaded.model, path, names=loaded.names, extra=extra or None,
+                                             cfg=form.cfg, **kwargs)
+
+
+def _resize_class_outputs(head: nn.Module, nc: int) -> None:
+    """Rebuilds ``head.m`` (and ``m2``, ``im``) for ``nc`` classes, keeping each anchor's box + objectness rows."""
+    na, old_no, new_no = head.na, head.no, nc + 5
+    kept = torch.tensor([a * old_no + k for a in range(na) for k in range(5)])
+    placed = torch.tensor([a * new_no + k for a in range(na) for k in range(5)])
+    class_prior = math.log(0.6 / (nc - 0.99))  # Model._initialize_biases' class term
+    for convs in (head.m, getattr(head, "m2", ())):
+        for i, old in enumerate(convs):
+            new = nn.Conv2d(old.in_channels, na * new_no, 1).to(old.weight)
+            with torch.no_grad():
+                new.bias.view(na, new_no)[:, 5:] += class_prior
+                new.weight[placed] = old.weight[kept]
+                new.bias[placed] = old.bias[kept]
+            convs[i] = new
+    for im in getattr(head, "im", ()):
+        scale = torch.ones(1, na * new_no, 1, 1).to(im.implicit)
+        scale[:, placed] = im.implicit.detach()[:, kept]
+        im.implicit = nn.Parameter(scale)
+    head.nc, head.no = nc, new_no
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

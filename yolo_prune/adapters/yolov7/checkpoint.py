@@ -24,6 +24,7 @@ from torch import nn
 
 from models import common, yolo
 from yolo_prune.io import TRUST_HINT, CheckpointError, LoadedModel, atomic_torch_save, check_readable
+from yolo_prune.io.plain import plain_values
 
 FAMILY = "yolov7"
 OFFICIAL_KEYS = ("epoch", "best_fitness", "training_results", "model", "ema", "updates", "optimizer", "wandb_id")
@@ -238,7 +239,7 @@ def model_stride(model: nn.Module) -> list[int]:
 def save_checkpoint(model: nn.Module | LoadedModel, path: str | Path, *, names: list[str] | None = None,
                     epoch: int = -1, best_fitness: float = 0.0, ema: nn.Module | None = None,
                     updates: int | None = None, optimizer: dict | None = None, training_results: str | None = None,
-                    half: bool = True, extra: dict | None = None) -> Path:
+                    half: bool = True, extra: dict | None = None, cfg: dict | None = None) -> Path:
     """Writes an official YOLOv7 checkpoint dict atomically; the caller's model is not touched.
 
     Args:
@@ -253,16 +254,20 @@ def save_checkpoint(model: nn.Module | LoadedModel, path: str | Path, *, names: 
         training_results: The results table text.
         half: Store ``model`` / ``ema`` in float16 like official releases (False for exact resume).
         extra: Further plain-valued entries (JSON-like, tensors allowed) added to the dict.
+        cfg: The model cfg stored as the saved models' ``yaml`` (what official ``train.py``
+            rebuilds from), e.g. the pruned cfg; default: the model's own ``yaml``.
     """
     if isinstance(model, LoadedModel):
         names = names if names is not None else model.names
         model = model.model
     ckpt = {
         "epoch": epoch,
-        "best_fitness": np.array([float(best_fitness or 0.0)]),
+        # a float, not the official numpy array: under numpy 2 an array pickles numpy._core, which
+        # the numpy 1.x that official YOLOv7 pins cannot import; official code reads either form
+        "best_fitness": float(best_fitness or 0.0),
         "training_results": training_results,
-        "model": _export_copy(model, half, names),
-        "ema": _export_copy(ema, half, names) if ema is not None else None,
+        "model": _export_copy(model, half, names, cfg),
+        "ema": _export_copy(ema, half, names, cfg) if ema is not None else None,
         "updates": updates,
         "optimizer": optimizer,
         "wandb_id": None,
@@ -271,10 +276,10 @@ def save_checkpoint(model: nn.Module | LoadedModel, path: str | Path, *, names: 
         if key in OFFICIAL_KEYS:
             raise ValueError(f"extra entry {key!r} collides with an official checkpoint key; pass it as an argument")
         ckpt[key] = value
-    return atomic_torch_save(ckpt, path)
+    return atomic_torch_save(plain_values(ckpt), path)
 
 
-def _export_copy(model: nn.Module, half: bool, names: list[str] | None) -> nn.Module:
+def _export_copy(model: nn.Module, half: bool, names: list[str] | None, cfg: dict | None = None) -> nn.Module:
     """A detached copy ready to pickle: on CPU, float16 if ``half``, no grads, no cached grids."""
     if hasattr(model, "module") and not isinstance(model, yolo.Model):  # DDP / DataParallel wrapper
         model = model.module
@@ -292,6 +297,8 @@ def _export_copy(model: nn.Module, half: bool, names: list[str] | None) -> nn.Mo
             raise ValueError(f"{len(names)} class names given for a model with {head_nc} classes; "
                              f"pass one name per class")
         out.names = [str(n) for n in names]
+    if cfg is not None:
+        out.yaml = copy.deepcopy(cfg)
     yolo.refresh_bookkeeping(out)  # also drops the cached grids
     return out
 

@@ -32,7 +32,8 @@ DISTILL_LOSSES: "Registry[Callable[..., DistillFn]]" = Registry("distillation ki
 
 
 def build_distill_loss(student: nn.Module | None = None, teacher: nn.Module | None = None, hyp: dict | None = None,
-                       *, kind: str = "output", temperature: float | None = None, weight: float = 1.0) -> DistillFn:
+                       *, kind: str = "output", temperature: float | None = None, weight: float = 1.0,
+                       classes: bool = True) -> DistillFn:
     """A distillation term ``fn(student_outputs, teacher_outputs, imgs) -> (term * batch_size, item [1])``.
 
     Args:
@@ -44,6 +45,8 @@ def build_distill_loss(student: nn.Module | None = None, teacher: nn.Module | No
         kind: A name in ``DISTILL_LOSSES`` (``"output"``).
         temperature: Softening of objectness and class probabilities (default 1.0).
         weight: Multiplies the term (the trainer may apply its own weight on top).
+        classes: Distil class probabilities too. False for a teacher with other classes than
+            the student: then only boxes and objectness are distilled (maps may differ in nc).
 
     Returns:
         The distillation function; its item is the weighted term per image, detached.
@@ -52,7 +55,8 @@ def build_distill_loss(student: nn.Module | None = None, teacher: nn.Module | No
         temperature = float((hyp or {}).get("distill_temperature", 1.0))
     if temperature <= 0:
         raise ValueError(f"distillation temperature must be > 0, got {temperature}")
-    return DISTILL_LOSSES.get(kind)(num_levels=_lead_levels(student), temperature=temperature, weight=weight)
+    return DISTILL_LOSSES.get(kind)(num_levels=_lead_levels(student), temperature=temperature, weight=weight,
+                                    classes=classes)
 
 
 def _lead_levels(model: nn.Module | None) -> int | None:
@@ -67,8 +71,10 @@ def _lead_levels(model: nn.Module | None) -> int | None:
 class OutputDistillLoss:
     """YOLO output distillation (see the module docstring)."""
 
-    def __init__(self, *, num_levels: int | None = None, temperature: float = 1.0, weight: float = 1.0) -> None:
+    def __init__(self, *, num_levels: int | None = None, temperature: float = 1.0, weight: float = 1.0,
+                 classes: bool = True) -> None:
         self.num_levels, self.temperature, self.weight = num_levels, float(temperature), float(weight)
+        self.classes = classes
 
     def __call__(self, student_outputs: Any, teacher_outputs: Any,
                  imgs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,16 +86,23 @@ class OutputDistillLoss:
         return term * student_maps[0].shape[0], term.detach().reshape(1)
 
     def level_term(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        """Objectness + class + box distillation of one ``[B, na, ny, nx, 5 + nc]`` map pair."""
-        if student.shape != teacher.shape:
+        """Objectness + class + box distillation of one ``[B, na, ny, nx, 5 + nc]`` map pair.
+
+        Objectness + box only (and the class counts may differ) when ``classes`` is False.
+        """
+        same = student.shape == teacher.shape if self.classes else student.shape[:-1] == teacher.shape[:-1]
+        if not same:
             raise ValueError(f"student map {tuple(student.shape)} and teacher map {tuple(teacher.shape)} differ; "
-                             f"distil between models with the same classes, anchors and input size")
+                             f"distil between models with the same {'classes, ' if self.classes else ''}anchors and "
+                             f"input size")
         s, t, temp = student.float(), teacher.detach().float(), self.temperature
         confidence = t[..., 4].sigmoid()
         norm = confidence.sum().clamp(min=1e-6)
         obj = bernoulli_kl(t[..., 4] / temp, s[..., 4] / temp).mean() * temp**2
-        cls = (confidence * bernoulli_kl(t[..., 5:] / temp, s[..., 5:] / temp).mean(-1)).sum() / norm * temp**2
         box = (confidence * (_box_map(s) - _box_map(t)).pow(2).sum(-1)).sum() / norm
+        if not self.classes:
+            return obj + box
+        cls = (confidence * bernoulli_kl(t[..., 5:] / temp, s[..., 5:] / temp).mean(-1)).sum() / norm * temp**2
         return obj + cls + box
 
 
