@@ -96,15 +96,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def plot(report: dict[str, Any], path: Path) -> Path:
     """Validation mAP50-95 against epoch (from 1), one line per recipe."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    from yolo_prune.io import atomic_path
+    from yolo_prune.report.plots import pyplot, save_figure
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = pyplot().subplots(figsize=(7, 4.5))
     for r in report["candidates"]:
         curve = r["pruned"]["curve"]
         ax.plot([c["epoch"] for c in curve], [c["map50_95"] for c in curve], marker="o", ms=3, label=r["candidate"])
@@ -118,10 +114,7 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 if __name__ == "__main__":

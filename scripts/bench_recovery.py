@@ -185,14 +185,9 @@ def print_table(result: dict[str, Any]) -> None:
 
 def plot(result: dict[str, Any], path: Path) -> Path:
     """mAP50-95 after fine-tuning against GMACs, one line per criterion; baseline and control marked."""
-    import matplotlib
+    from yolo_prune.report.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from yolo_prune.io import atomic_path
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = pyplot().subplots(figsize=(7, 4.5))
     for criterion in dict.fromkeys(r["criterion"] for r in result["rows"]):
         pts = sorted((r["gmacs"], r["map50_95"]) for r in result["rows"] if r["criterion"] == criterion)
         ax.plot(*zip(*pts, strict=True), marker="o", label=criterion)
@@ -205,10 +200,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _train_split(data: Path) -> tuple[Path, Path]:

@@ -151,10 +151,10 @@ def _shipped_fits(s: PipelineSettings) -> bool:
     """The shipped baseline was trained on exactly the synthetic set these settings generate."""
     if s.data is not None or s.train_baseline or not SHIPPED_BASELINE.exists():
         return False
-    made = shipped_baseline_card()["data"]
+    card = shipped_baseline_card()
     wanted = {"profile": s.profile, "n_train": s.synthetic_train, "n_val": s.synthetic_val,
               "img_size": s.img_size, "seed": s.seed}
-    return all(made.get(k) == v for k, v in wanted.items()) and s.cfg == shipped_baseline_card()["cfg"]
+    return all(card["data"].get(k) == v for k, v in wanted.items()) and s.cfg == card["cfg"]
 
 
 def _baseline(s: PipelineSettings, data: Path) -> tuple[Path, str]:
@@ -270,8 +270,7 @@ def _write_pages(s: PipelineSettings, report: dict[str, Any]) -> None:
         notes.append(f"Both arms: {s.finetune_epochs} epochs, the same hyp and seed "
                      f"({len(same)}/{len(arms['control']['settings'])} fine-tune settings identical).")
     build_report(report["models"], s.out / "report", title="yolo-prune: baseline, pruned, fine-tuned and control",
-                 notes=notes, summary=_retention_rows(t) + [(line.split(":")[0], line.split(": ", 1)[1])
-                                                            for line in speed_lines(report["speed"])])
+                 notes=notes, summary=_retention_rows(t) + speed_rows(report["speed"]))
 
 
 def _speed(s: PipelineSettings, stages: dict[str, Path]) -> dict[str, Any]:
@@ -299,18 +298,23 @@ def _speed(s: PipelineSettings, stages: dict[str, Path]) -> dict[str, Any]:
     return out
 
 
-def speed_lines(speed: dict[str, Any]) -> list[str]:
-    """One line per runtime: the A/B speed-up with its 10-90 % spread, or why it was skipped."""
-    lines = []
+def speed_rows(speed: dict[str, Any]) -> list[tuple[str, str]]:
+    """One ``(label, value)`` per runtime: the A/B speed-up with its 10-90 % spread, or why it was skipped."""
+    rows = []
     for runtime, r in speed.items():
         if "skipped" in r:
-            lines.append(f"speed-up on {runtime}: not measured ({r['skipped']})")
+            rows.append((f"speed-up on {runtime}", f"not measured ({r['skipped']})"))
             continue
         verdict_text = "" if r["significant"] else ", not significant"
-        lines.append(f"speed-up on {runtime} ({r['threads']} threads, batch 1, A/B interleaved): "
+        rows.append((f"speed-up on {runtime} ({r['threads']} threads, batch 1, A/B interleaved)",
                      f"{r['speedup_median']:.2f}x [{r['speedup_p10']:.2f}-{r['speedup_p90']:.2f}]{verdict_text}; "
-                     f"{r['baseline_ms']:.1f} -> {r['pruned_ms']:.1f} ms")
-    return lines
+                     f"{r['baseline_ms']:.1f} -> {r['pruned_ms']:.1f} ms"))
+    return rows
+
+
+def speed_lines(speed: dict[str, Any]) -> list[str]:
+    """``speed_rows`` as printed lines."""
+    return [f"{label}: {value}" for label, value in speed_rows(speed)]
 
 
 def _retention_rows(t: dict[str, float | None]) -> list[tuple[str, Any]]:

@@ -7,7 +7,8 @@ from typing import Any, Sequence
 from yolo_prune.io import atomic_path
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """Matplotlib's pyplot on the Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers and CI
@@ -16,10 +17,11 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path) -> Path:
+    """Writes ``fig`` as a PNG atomically and closes it."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -29,7 +31,7 @@ def scatter_plot(entries: Sequence[dict[str, Any]], x: str, y: str, path: str | 
     points = [(e[x], e[y], e["name"]) for e in entries if e.get(x) is not None and e.get(y) is not None]
     if not points:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for px, py, name in points:
         ax.scatter(px, py, s=36)
@@ -41,7 +43,7 @@ def scatter_plot(entries: Sequence[dict[str, Any]], x: str, y: str, path: str | 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def channels_plot(entries: Sequence[dict[str, Any]], path: str | Path) -> Path | None:
@@ -52,7 +54,7 @@ def channels_plot(entries: Sequence[dict[str, Any]], path: str | Path) -> Path |
     order = list(with_channels[0]["channels"])
     for e in with_channels[1:]:
         order += [n for n in e["channels"] if n not in order]
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(max(6.0, min(16.0, len(order) * 0.12)), 4.2))
@@ -69,4 +71,4 @@ def channels_plot(entries: Sequence[dict[str, Any]], path: str | Path) -> Path |
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
