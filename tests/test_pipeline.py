@@ -49,6 +49,7 @@ def test_main_job_runs_every_stage_and_reports(tmp_path, capsys):
     page = (out / "report" / "report.md").read_text()
     assert all(name in page for name in names)
     assert (out / "report" / "report.html").exists() and (out / "settings.yaml").exists()
+    assert f"yolo-prune run --out {out}" in page and report["command"].startswith("yolo-prune run")
     printed = capsys.readouterr().out
     assert "mAP50-95" in printed and "fewer MACs" in printed
     assert "retention" in page and "control" in page

@@ -202,12 +202,15 @@ def test_prune_command_iterative_with_fine_tuning(tmp_path):
     from yolo_prune.data.synthetic import make_synthetic_dataset
 
     data = make_synthetic_dataset(tmp_path / "data", n_train=4, n_val=2, img_size=64, seed=0, profile="hard")
-    names = yaml.safe_load(data.read_text())["names"]  # the model's classes are the data's
-    model = build_yolov7("yolov7-tiny", width=0.125, nc=len(names))
-    weights = api.save(LoadedModel(model, "yolov7", names, [8, 16, 32]), tmp_path / "m.pt")
+    names = yaml.safe_load(data.read_text())["names"]
+    # a checkpoint with other classes (3, not the data's 6): the head is rebuilt before the first step
+    model = build_yolov7("yolov7-tiny", width=0.125, nc=3)
+    weights = api.save(LoadedModel(model, "yolov7", ["a", "b", "c"], [8, 16, 32]), tmp_path / "m.pt")
     out = tmp_path / "it.pt"
     assert cli_main(["prune", "--weights", str(weights), "--img", "64", "--ratio", "0.5", "--steps", "2",
                      "--data", str(data), "--epochs-per-step", "1", "--out", str(out), "--no-latency"]) == 0
+    final = api.load(out)
+    assert final.names == names and final.model.model[-1].nc == len(names)
     report = json.loads(out.with_suffix(".json").read_text())
     steps = report["iterative"]["steps"]
     assert len(steps) == 3  # the original, then two prune + fine-tune steps

@@ -1,6 +1,7 @@
 """The comparison report: accepted JSON shapes, merging, the rendered table and plots, the CLI."""
 from __future__ import annotations
 
+import html
 import json
 import logging
 
@@ -137,3 +138,16 @@ def test_cli_writes_the_page_and_refuses_to_overwrite(tmp_path):
     assert "# CLI" in (out / "report.md").read_text()
     assert main(["report", str(src), "--out", str(out)]) == 2  # exists, no --force
     assert main(["report", str(src), "--out", str(out), "--force"]) == 0
+
+
+def test_the_report_page_shows_the_full_command(tmp_path):
+    from yolo_prune.cli import main
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    _prune_report(runs)
+    out = tmp_path / "page"
+    assert main(["report", str(runs), "--out", str(out), "--title", "two words"]) == 0
+    command = f"yolo-prune report {runs} --out {out} --title 'two words'"
+    assert command in (out / "report.md").read_text()
+    assert html.escape(command) in (out / "report.html").read_text()

@@ -243,8 +243,8 @@ def test_cfg_paths_resolve_inside_the_package():
 
 # -- conventions: official flag names, --quiet ------------------------------------------------------
 OFFICIAL_ALIASES = {
-    "eval": ["--img-size", "--batch-size", "--conf-thres", "--iou-thres", "--device"],
-    "prune": ["--img-size", "--pruning-ratio"],
+    "eval": ["--img-size", "--batch-size", "--conf-thres", "--iou-thres", "--device", "--project", "--name"],
+    "prune": ["--img-size", "--pruning-ratio", "--device"],
     "finetune": ["--img-size", "--batch-size", "--device", "--project", "--name", "--exist-ok"],
     "sensitivity": ["--img-size", "--batch-size", "--device"],
     "run": ["--img-size", "--batch-size", "--device"],
@@ -282,6 +282,34 @@ def test_finetune_project_and_name_make_the_run_folder(tmp_path):
     assert run_folder(parser.parse_args(["finetune"])) == Path("runs/finetune/exp")
     with pytest.raises(ValueError, match="either --out or --project"):
         run_folder(parser.parse_args(["finetune", "--out", "x", "--name", "a"]))
+
+
+def test_eval_project_and_name_place_the_metrics_json(tmp_path):
+    from pathlib import Path
+
+    from yolo_prune.cli import build_parser
+    from yolo_prune.cli.eval import eval_out
+
+    parser = build_parser(["eval"])
+    args = parser.parse_args(["eval", "--weights", "w/best.pt", "--project", str(tmp_path), "--name", "a"])
+    assert eval_out(args) == tmp_path / "a" / "best-eval.json"
+    assert eval_out(parser.parse_args(["eval", "--cfg", "yolov7-tiny", "--name", "b"])) == Path(
+        "runs/eval/b/yolov7-tiny-eval.json")
+    assert eval_out(parser.parse_args(["eval", "--weights", "w.pt"])) is None  # the job's default: beside w.pt
+    with pytest.raises(ValueError, match="either --out or --project"):
+        eval_out(parser.parse_args(["eval", "--out", "x.json", "--project", "p"]))
+
+
+def test_prune_device_reaches_the_latency_measurement(tmp_path, monkeypatch):
+    from yolo_prune.adapters import get_adapter, load_model
+    from yolo_prune.jobs import prune as prune_job
+    from yolo_prune.pruning.settings import PruneSettings
+
+    seen = []
+    monkeypatch.setattr(prune_job, "model_summary", lambda *a, latency=None, **k: seen.append(latency) or {})
+    loaded = load_model(None, cfg="yolov7-tiny")
+    prune_job.describe(loaded, get_adapter(loaded.family), PruneSettings(device="meta-test"), file=None)
+    assert seen[0].device == "meta-test"
 
 
 def test_prune_command_writes_the_cfg_beside_the_checkpoint_and_quiet_prints_nothing(tmp_path, capsys):

@@ -2,12 +2,15 @@
 
 A facade for users: each function is one call into the library, and nothing inside the
 library imports this module (the command line calls the jobs directly). The same work can
-be scripted from Python:
+be scripted from Python (every function's docstring has an example that runs as a doctest;
+``load("yolov7-tiny.pt")`` loads a checkpoint where these build a random model from its cfg):
 
-    >>> import yolo_prune
-    >>> loaded = yolo_prune.load("yolov7-tiny.pt")
-    >>> result = yolo_prune.prune(loaded, pruning_ratio=0.5, importance="l2", img_size=640)
-    >>> yolo_prune.save(loaded, "yolov7-tiny-p50.pt")
+    >>> import tempfile, pathlib, yolo_prune
+    >>> loaded = yolo_prune.load(cfg="yolov7-tiny")
+    >>> result = yolo_prune.prune(loaded, ratio=0.5, importance="l2", round_to=8, img_size=128)
+    >>> path = yolo_prune.save(loaded, pathlib.Path(tempfile.mkdtemp()) / "yolov7-tiny-p50.pt")
+    >>> yolo_prune.load(path)  # doctest: +ELLIPSIS
+    LoadedModel(yolov7, 80 classes, 1.62 M params, stride [8, 16, 32], source=...yolov7-tiny-p50.pt)
 """
 from __future__ import annotations
 
@@ -30,7 +33,12 @@ evaluate = evaluate_model
 
 
 def adapter_of(loaded: LoadedModel) -> DetectorAdapter:
-    """The adapter of a loaded model's family."""
+    """The adapter of a loaded model's family.
+
+    >>> import yolo_prune
+    >>> yolo_prune.api.adapter_of(yolo_prune.load(cfg="yolov7-tiny")).name
+    'yolov7'
+    """
     return get_adapter(loaded.family)
 
 
@@ -39,12 +47,23 @@ def prune(loaded: LoadedModel, **settings: Any) -> PruneResult:
 
     ``ratio`` is accepted for ``pruning_ratio``; a ``PrunedCfgWarning`` says when the pruned widths
     cannot be written in the family's cfg (``save_cfg`` writes it where they can).
+
+    >>> import yolo_prune
+    >>> loaded = yolo_prune.load(cfg="yolov7-tiny")
+    >>> yolo_prune.prune(loaded, ratio=0.5, round_to=8, img_size=128)
+    PruneResult(params 6.23 M -> 1.62 M, GMACs 0.277 -> 0.074 (3.7x), 55 groups)
     """
     return prune_loaded(loaded, **settings)
 
 
 def save(loaded: LoadedModel, path: str | Path, *, extra: dict | None = None) -> Path:
-    """Writes ``loaded`` atomically in its family's own checkpoint format."""
+    """Writes ``loaded`` atomically in its family's own checkpoint format; returns the path.
+
+    >>> import tempfile, pathlib, yolo_prune
+    >>> path = yolo_prune.save(yolo_prune.load(cfg="yolov7-tiny"), pathlib.Path(tempfile.mkdtemp()) / "tiny.pt")
+    >>> yolo_prune.load(path).nc
+    80
+    """
     return adapter_of(loaded).save(loaded, path, extra=extra)
 
 
@@ -54,6 +73,11 @@ def benchmark(loaded: LoadedModel, img_size: int = IMG_SIZE, **settings: Any) ->
     ``settings`` are ``BenchmarkSettings`` fields (batch, device, runs, nms, ...). The row has
     ``params_m``, ``gmacs``, ``latency_ms``, ``fps``, ``end_to_end_ms``, ``device`` and the full
     ``measure_latency`` result as ``timing``.
+
+    >>> import yolo_prune
+    >>> row = yolo_prune.benchmark(yolo_prune.load(cfg="yolov7-tiny"), 128, runs=2, warmup=1)
+    >>> f"{row['params_m']:.2f} M params, {row['gmacs']:.3f} GMACs at 128 px", row["latency_ms"] > 0
+    ('6.23 M params, 0.277 GMACs at 128 px', True)
     """
     adapter = adapter_of(loaded)
     latency = BenchmarkSettings.from_dict({**settings, "img_size": img_size})

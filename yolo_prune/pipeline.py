@@ -67,8 +67,11 @@ class PipelineSettings(JobSettings):
     speed_threads: int | None = None  # threads of that A/B timing (None: the cores this process may use)
 
 
-def main_job(s: PipelineSettings) -> dict[str, Any]:
-    """Runs (or continues) every stage; returns the report dict also written to ``report.json``."""
+def main_job(s: PipelineSettings, *, command_line: str | None = None) -> dict[str, Any]:
+    """Runs (or continues) every stage; returns the report dict also written to ``report.json``.
+
+    ``command_line`` (the CLI passes its own) is shown in the report; None: the settings' equivalent.
+    """
     s.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(yaml.safe_dump(_plain(dataclasses.asdict(s)), sort_keys=False), s.out / "settings.yaml")
     started = time.perf_counter()
@@ -80,7 +83,8 @@ def main_job(s: PipelineSettings) -> dict[str, Any]:
     if s.control:
         stages["control"] = _control(s, data, baseline_path)
     rows = {name: _evaluate(s, data, path, name) for name, path in stages.items()}
-    report = {"settings": _plain(dataclasses.asdict(s)), "data": str(data), "baseline_origin": baseline_origin,
+    report = {"command": command_line or f"yolo-prune run --out {s.out}  # from the API; settings in settings.yaml",
+              "settings": _plain(dataclasses.asdict(s)), "data": str(data), "baseline_origin": baseline_origin,
               "models": list(rows.values()), "arms": _arms(s, stages), "wall_s": round(time.perf_counter() - started, 1)}
     report["targets"] = targets(rows)
     report["speed"] = _speed(s, stages)
@@ -260,7 +264,7 @@ def _write_pages(s: PipelineSettings, report: dict[str, Any]) -> None:
     from yolo_prune.report import build_report
 
     t = report["targets"]
-    notes = [f"Command: `yolo-prune run --out {s.out}` (settings in `settings.yaml`). "
+    notes = [f"Command: `{report['command']}` (all settings in `settings.yaml`).",
              f"Baseline: {report['baseline_origin']}.", verdict(t)]
     if s.distill:
         notes.append("Distillation: the pruned arm learned from the baseline as teacher; the control did not.")

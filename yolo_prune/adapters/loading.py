@@ -28,6 +28,10 @@ def load_model(weights: str | Path | None = None, *, cfg: str | Path | None = No
     Raises:
         ValueError: nothing to load, or the family cannot be told (the message lists ``--family`` values).
         CheckpointError: the file is missing, unreadable or refused by the family's loader.
+
+    >>> from yolo_prune import load
+    >>> load(cfg="yolov7-tiny", nc=3)  # a checkpoint: load("yolov7-tiny.pt")
+    LoadedModel(yolov7, 3 classes, 6.02 M params, stride [8, 16, 32], source=yolov7-tiny)
     """
     if weights is None and cfg is None:
         raise ValueError("nothing to load: pass --weights path/to/model.pt, or --cfg to build a new model")

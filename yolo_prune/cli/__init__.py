@@ -12,6 +12,7 @@ import importlib
 import io
 import logging
 import os
+import shlex
 import sys
 from types import ModuleType
 from typing import Any, Iterator, Sequence
@@ -107,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = [a for a in argv if not a.startswith("-")][:1]
     args = build_parser(chosen if chosen and chosen[0] in COMMANDS else None).parse_args(argv)
+    args.command_line = shlex.join(["yolo-prune", *argv])  # reports show it in full
     configure_logging(quiet=args.quiet)
     try:
         with quiet_output(args.quiet):

@@ -31,7 +31,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
             help="metrics JSON path (default: beside --weights, *-eval.json)")
     setting(out, "--save-results", settings=s, dest="save_results", type=Path,
             help="also write the COCO detections json here")
+    out.add_argument("--project", type=Path, help="as official test.py: write into PROJECT/NAME (default: runs/eval)")
+    out.add_argument("--name", help="folder under --project (default: exp)")
     return parser
+
+
+def eval_out(args: argparse.Namespace) -> Path | None:
+    """``--out``, else ``PROJECT/NAME/<model>-eval.json`` when ``--project`` or ``--name`` is given, else None."""
+    if args.out is not None and (args.project is not None or args.name is not None):
+        raise ValueError("pass either --out or --project/--name, not both")
+    if args.project is None and args.name is None:
+        return args.out
+    model = Path(str(args.weights if args.weights is not None else args.cfg)).stem
+    return (args.project or Path("runs/eval")) / (args.name or "exp") / f"{model}-eval.json"
 
 
 def _add_evaluation_args(run: argparse._ArgumentGroup) -> None:
@@ -53,7 +65,7 @@ def _add_evaluation_args(run: argparse._ArgumentGroup) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluates the model of ``args``; prints a table (the JSON is written by the job)."""
-    report = run_eval(settings_from_args(EvalSettings, args))
+    report = run_eval(settings_from_args(EvalSettings, args, out=eval_out(args)))
     print(format_eval_report(report))
     print(f"\nwrote {report['out']}")
     return report

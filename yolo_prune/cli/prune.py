@@ -50,6 +50,10 @@ def _add_pruning_args(how: argparse._ArgumentGroup) -> None:
             help="fine-tune epochs after each step (with --data)")
     setting(how, "--workers", settings=s, dest="workers", type=int,
             help="data-loading processes of those fine-tunes and of the scoring (with --data)")
+    switch(how, "--rename-classes", dest="rename_classes",
+           help="with --data: the model has as many classes as the data under other names; take the data's")
+    setting(how, "--device", settings=s, dest="device",
+            help="device of the latency measurement and of the fine-tunes between --steps: cpu, 0 or '' (GPU if any)")
     setting(how, "--mode", settings=s, dest="mode", choices=PRUNE_MODES,
             help="channel: remove whole channels; unstructured: zero single weights "
                  "(a contrast: dense hardware does not get faster)")

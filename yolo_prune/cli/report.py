@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Builds the page described by ``args``; prints where it is."""
     title = {"title": args.title} if args.title is not None else {}
-    paths = write_report(args.inputs, args.out or DEFAULT_OUT, force=bool(args.force), **title)
+    paths = write_report(args.inputs, args.out or DEFAULT_OUT, force=bool(args.force),
+                         command_line=getattr(args, "command_line", None), **title)
     print(f"report: {paths['markdown']} and {paths['html']} ({paths['models']} models)")
     return paths

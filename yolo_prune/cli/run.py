@@ -46,4 +46,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Runs (or continues) the main job of ``args``."""
-    return main_job(settings_from_args(PipelineSettings, args))
+    return main_job(settings_from_args(PipelineSettings, args), command_line=getattr(args, "command_line", None))

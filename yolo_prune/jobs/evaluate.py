@@ -40,6 +40,15 @@ def evaluate_model(loaded: LoadedModel, images: str | Path, ann: str | Path, *, 
 
     Raises:
         DataError: the model's class count differs from the dataset's.
+
+    >>> import tempfile, yolo_prune
+    >>> from yolo_prune.data import load_data_config
+    >>> from yolo_prune.data.synthetic import make_synthetic_dataset
+    >>> data = load_data_config(make_synthetic_dataset(tempfile.mkdtemp(), n_train=0, n_val=4, img_size=64))
+    >>> loaded = yolo_prune.load(cfg="yolov7-tiny", nc=len(data.names))
+    >>> metrics = yolo_prune.evaluate(loaded, data.val_images, data.val_ann, img_size=64, device="cpu", workers=0)
+    >>> 0.0 <= metrics["map50"] <= 1.0 and "per_class" in metrics
+    True
     """
     adapter = get_adapter(loaded.family)
     stride = max(max(loaded.stride or [32]), 32)

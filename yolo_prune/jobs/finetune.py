@@ -38,6 +38,14 @@ def finetune(model: LoadedModel | str | Path | None = None, *, data: str | Path 
         callbacks: Trainer hooks (``yolo_prune.engine.TrainerCallbacks``).
         **settings: ``TrainSettings`` fields (epochs, img_size, batch_size, device, workers, ...);
             a family with its own trainer (Ultralytics) refuses those it cannot honour.
+
+    >>> import pathlib, tempfile, yolo_prune
+    >>> from yolo_prune.data.synthetic import make_synthetic_dataset
+    >>> tmp = pathlib.Path(tempfile.mkdtemp())
+    >>> data = make_synthetic_dataset(tmp / "data", n_train=4, n_val=2, img_size=64)
+    >>> yolo_prune.finetune(cfg="yolov7-tiny", data=data, out_dir=tmp / "run", epochs=1, img_size=64,
+    ...                     batch_size=2, workers=0, device="cpu")  # doctest: +ELLIPSIS
+    FinetuneResult(1 epochs, best fitness ..., best .../run/weights/best.pt)
     """
     if resume:
         path = resolve_resume_path(resume, out_dir)

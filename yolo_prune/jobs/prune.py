@@ -11,6 +11,7 @@ Outputs: ``<out>.pt`` in the family's own format, ``<out>.json`` (the report) an
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import warnings
@@ -152,8 +153,9 @@ def applied_suffix(s: PruneSettings, kwargs: dict[str, Any]) -> str:
 def describe(loaded: LoadedModel, adapter: DetectorAdapter, s: PruneSettings, *,
              file: str | Path | None) -> dict[str, Any]:
     """The summary row (params, GMACs, size, quick latency when ``s.latency``) without the full timing."""
+    latency = dataclasses.replace(QUICK_LATENCY, device=s.device) if s.latency else None
     row = model_summary(loaded.model, s.img_size, fuse=adapter.fuse, decode=adapter.decode, file=file,
-                        latency=QUICK_LATENCY if s.latency else None)
+                        latency=latency)
     row.pop("timing", None)
     row["fp16_mib"] = _fp16_size_mb(loaded.model)  # one precision for every family (files may be fp16 or fp32)
     if file is None:  # built from a cfg: the size a float16 checkpoint of it would have
@@ -197,7 +199,8 @@ def _iterative(s: PruneSettings, loaded: LoadedModel, out: Path, kwargs: dict[st
     steps = kwargs.pop("iterative_steps")
     run_dir = out.with_suffix("")
     result = run_iterative(loaded, data=s.data, steps=steps, epochs_per_step=s.epochs_per_step, out_dir=run_dir,
-                           img_size=s.img_size, prune_kwargs=kwargs, workers=s.workers)
+                           img_size=s.img_size, prune_kwargs=kwargs, workers=s.workers, device=s.device,
+                           rename_classes=s.rename_classes)
     return {"iterative": result.to_dict(), "run_dir": run_dir}
 
 

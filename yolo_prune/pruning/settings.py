@@ -32,6 +32,10 @@ class PruneSettings(ModelSourceSettings):
         data: Data yaml: iterative pruning fine-tunes on its train split and scores on its val split.
         epochs_per_step: Fine-tune epochs after each step (with ``data``).
         workers: Data-loading processes of those fine-tunes and of the scoring between steps.
+        device: Device of the latency measurement and of the fine-tunes between steps (``cpu``, ``0``,
+            ``''``: GPU if any); the pruning itself runs on the CPU, where the model is loaded.
+        rename_classes: With ``data``: the model has as many classes as the data under other names;
+            train them under the data's names (other counts always get a new class head).
         mode: ``channel`` removes whole channels; ``unstructured`` zeroes single weights (a contrast).
         sparsity: Fraction of weights zeroed (``mode="unstructured"``).
         scope: Unstructured: the same sparsity per ``layer``, or one ``global`` threshold.
@@ -54,6 +58,8 @@ class PruneSettings(ModelSourceSettings):
     data: Path | None = None
     epochs_per_step: int = 1
     workers: int = 2
+    device: str = "cpu"
+    rename_classes: bool = False
     mode: str = "channel"
     sparsity: float = 0.5
     scope: str = "layer"

@@ -44,8 +44,10 @@ def load_entries(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
 
 
 def write_report(inputs: Iterable[str | Path], out_dir: str | Path, *, title: str = "yolo-prune report",
-                 force: bool = False) -> dict[str, Any]:
+                 force: bool = False, command_line: str | None = None) -> dict[str, Any]:
     """The report job: one page comparing the models of ``inputs`` (run JSONs or folders of them).
+
+    ``command_line`` (the CLI passes its own) is shown under the title with the inputs.
 
     Returns the written paths (``markdown``, ``html``, ...) and ``models``, the number of entries.
 
@@ -57,5 +59,7 @@ def write_report(inputs: Iterable[str | Path], out_dir: str | Path, *, title: st
         raise FileExistsError(f"{out_dir / 'report.md'} already exists; pass --force to overwrite it or "
                               f"choose another --out")
     entries = load_entries(inputs)
-    paths = build_report(entries, out_dir, title=title, notes=[f"Inputs: {', '.join(str(p) for p in inputs)}"])
+    notes = [f"Command: `{command_line}`"] if command_line else []
+    notes.append(f"Inputs: {', '.join(str(p) for p in inputs)}")
+    paths = build_report(entries, out_dir, title=title, notes=notes)
     return {**paths, "models": len(entries)}
