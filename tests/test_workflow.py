@@ -249,6 +249,9 @@ OFFICIAL_ALIASES = {
     "sensitivity": ["--img-size", "--batch-size", "--device"],
     "run": ["--img-size", "--batch-size", "--device"],
     "make-synthetic": ["--img-size"],
+    "predict": ["--img-size", "--conf-thres", "--iou-thres", "--device", "--project", "--name"],
+    "export": ["--img-size", "--batch-size"],
+    "benchmark": ["--img-size", "--batch-size", "--device"],
 }
 
 

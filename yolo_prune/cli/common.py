@@ -69,3 +69,19 @@ def _shown(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return " ".join(str(v) for v in value)
     return str(value)
+
+
+def add_project_args(group: ArgGroup, *, default: Path, what: str) -> None:
+    """``--project`` / ``--name`` as the official scripts name them: ``what`` goes into PROJECT/NAME."""
+    group.add_argument("--project", type=Path, help=f"as the official scripts: {what} PROJECT/NAME "
+                                                    f"(default: {default.parent})")
+    group.add_argument("--name", help=f"folder under --project (default: {default.name})")
+
+
+def project_folder(args: argparse.Namespace, default: Path) -> Path:
+    """``--out``, else ``--project`` / ``--name`` (the official scripts' names), else ``default``."""
+    if args.out is not None and (args.project is not None or args.name is not None):
+        raise ValueError("pass either --out or --project/--name, not both")
+    if args.out is not None:
+        return Path(args.out)
+    return (args.project or default.parent) / (args.name or default.name)

@@ -5,8 +5,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from yolo_prune.cli.common import add_model_source_args
+from yolo_prune.cli.common import add_model_source_args, add_project_args, project_folder
 from yolo_prune.io.atomic import atomic_write_json
+
+PREDICT_OUT = Path("runs/predict/exp")
 
 EXPORTED_SUFFIXES = (".onnx", ".xml", ".engine")
 
@@ -20,7 +22,8 @@ def add_predict_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     src = parser.add_argument_group("input")
     src.add_argument("--source", nargs="+", required=True, help="images, folders, globs ('imgs/*.jpg') or videos")
     run = parser.add_argument_group("inference")
-    run.add_argument("--img-size", type=int, help="square input side (default 640, or the exported model's)")
+    run.add_argument("--img", "--img-size", dest="img_size", type=int,
+                     help="square input side (default 640, or the exported model's)")
     run.add_argument("--conf-thres", type=float, default=0.25, help="keep detections scoring above this")
     run.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
     run.add_argument("--classes", type=int, nargs="+", help="keep only these class indices")
@@ -29,7 +32,8 @@ def add_predict_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     run.add_argument("--half", action="store_true", help="fp16 inference (CUDA, .pt models)")
     run.add_argument("--threads", type=int, help="CPU threads (default: all cores this process may use)")
     out = parser.add_argument_group("output")
-    out.add_argument("--out", type=Path, default=Path("runs/predict/exp"), help="output folder")
+    out.add_argument("--out", type=Path, help=f"output folder (default: {PREDICT_OUT})")
+    add_project_args(out, default=PREDICT_OUT, what="results go into")
     out.add_argument("--save-txt", action="store_true", help="YOLO-format labels/<stem>.txt (class cx cy w h score)")
     out.add_argument("--save-json", action="store_true", help="COCO-format predictions.json")
     out.add_argument("--no-save", action="store_true", help="do not write annotated images / videos")
@@ -50,7 +54,7 @@ def run_predict(args: argparse.Namespace) -> dict[str, Any]:
 
         detector = Detector.from_model(_load(args), img_size=args.img_size or 640, device=select_device(args.device),
                                        half=args.half, threads=args.threads, **settings)
-    result = predict(detector, args.source, args.out, save_images=not args.no_save, save_txt=args.save_txt,
+    result = predict(detector, args.source, project_folder(args, PREDICT_OUT), save_images=not args.no_save, save_txt=args.save_txt,
                      save_json=args.save_json)
     print(f"{result.images} images, {result.videos} videos ({result.frames} frames): {result.detections} "
           f"detections; results in {result.out_dir}")
@@ -68,7 +72,7 @@ def add_export_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     fmt.add_argument("--format", nargs="+", default=["onnx"], choices=tuple(EXPORT_FORMATS),
                      help="one or more of onnx, openvino (IR), tensorrt (needs CUDA + TensorRT)")
     fmt.add_argument("--img-size", type=int, default=640, help="square input side")
-    fmt.add_argument("--batch", type=int, default=1, help="batch size of the graph")
+    fmt.add_argument("--batch", "--batch-size", dest="batch", type=int, default=1, help="batch size of the graph")
     fmt.add_argument("--dynamic-batch", action="store_true", help="leave the batch dimension free")
     fmt.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset")
     fmt.add_argument("--no-simplify", action="store_true", help="skip onnxslim simplification")
@@ -133,7 +137,8 @@ def add_benchmark_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     run = parser.add_argument_group("measurement")
     run.add_argument("--runtime", nargs="+", choices=RUNTIMES, help="default: torch, onnxruntime and, when "
                                                                     "installed, openvino")
-    run.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes, e.g. 1 8")
+    run.add_argument("--batch", "--batch-size", dest="batch", type=int, nargs="+", default=[1],
+                     help="batch sizes, e.g. 1 8")
     run.add_argument("--threads", type=int, help="CPU threads (default: all cores this process may use)")
     run.add_argument("--img-size", type=int, default=640, help="square input side")
     run.add_argument("--warmup", type=int, default=3, help="untimed forwards of each model first")

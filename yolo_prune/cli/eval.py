@@ -5,7 +5,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from yolo_prune.cli.common import add_model_source_args, setting, settings_from_args, switch
+from yolo_prune.cli.common import (
+    add_model_source_args,
+    add_project_args,
+    project_folder,
+    setting,
+    settings_from_args,
+    switch,
+)
 from yolo_prune.evaluation.coco_eval import COCO_BACKENDS
 from yolo_prune.evaluation.settings import EvalSettings
 from yolo_prune.jobs.evaluate import run_eval
@@ -31,19 +38,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
             help="metrics JSON path (default: beside --weights, *-eval.json)")
     setting(out, "--save-results", settings=s, dest="save_results", type=Path,
             help="also write the COCO detections json here")
-    out.add_argument("--project", type=Path, help="as official test.py: write into PROJECT/NAME (default: runs/eval)")
-    out.add_argument("--name", help="folder under --project (default: exp)")
+    add_project_args(out, default=Path("runs/eval/exp"), what="the metrics JSON goes into")
     return parser
 
 
 def eval_out(args: argparse.Namespace) -> Path | None:
     """``--out``, else ``PROJECT/NAME/<model>-eval.json`` when ``--project`` or ``--name`` is given, else None."""
-    if args.out is not None and (args.project is not None or args.name is not None):
-        raise ValueError("pass either --out or --project/--name, not both")
     if args.project is None and args.name is None:
         return args.out
-    model = Path(str(args.weights if args.weights is not None else args.cfg)).stem
-    return (args.project or Path("runs/eval")) / (args.name or "exp") / f"{model}-eval.json"
+    folder = project_folder(args, Path("runs/eval/exp"))
+    return folder / f"{Path(str(args.weights if args.weights is not None else args.cfg)).stem}-eval.json"
 
 
 def _add_evaluation_args(run: argparse._ArgumentGroup) -> None:

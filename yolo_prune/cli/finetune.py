@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from yolo_prune.cli.common import add_model_source_args, setting, switch
+from yolo_prune.cli.common import add_model_source_args, add_project_args, project_folder, setting, switch
 from yolo_prune.engine.finetune import DEFAULT_OUT_DIR
 from yolo_prune.engine.optim import SCHEDULES
 from yolo_prune.engine.settings import TrainSettings
@@ -43,8 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
             help="validate on at most this many images")
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, help=f"run folder (default: {DEFAULT_OUT_DIR})")
-    out.add_argument("--project", type=Path, help="as official train.py: the run folder is PROJECT/NAME")
-    out.add_argument("--name", help=f"run name under --project (default: {Path(DEFAULT_OUT_DIR).name})")
+    add_project_args(out, default=Path(DEFAULT_OUT_DIR), what="the run folder is")
     switch(out, "--exist-ok", dest="exist_ok", help="write into an existing run folder")
     out.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_OR_LAST_PT",
                      help="continue an interrupted run: its folder or weights/last.pt (default: --out)")
@@ -80,12 +79,7 @@ def _add_training_args(run: argparse._ArgumentGroup) -> None:
 
 def run_folder(args: argparse.Namespace) -> Path:
     """``--out``, else ``--project`` / ``--name`` (official train.py's names), else the default."""
-    if args.out is not None and (args.project is not None or args.name is not None):
-        raise ValueError("pass either --out or --project/--name, not both")
-    if args.out is not None:
-        return args.out
-    default = Path(DEFAULT_OUT_DIR)
-    return (args.project or default.parent) / (args.name or default.name)
+    return project_folder(args, Path(DEFAULT_OUT_DIR))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
