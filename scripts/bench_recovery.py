@@ -16,6 +16,7 @@ row) and a plot of mAP50-95 against GMACs, one line per criterion; re-running co
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -50,12 +51,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scan-images", type=int, default=50, help="val images scoring each sensitivity point")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--replot", action="store_true", help="only redraw the plot of an existing --out JSON")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs every arm and the control; prints the table and returns what the JSON holds."""
     args = parse_args(argv)
+    if args.replot:
+        result = json.loads(args.out.read_text())
+        print(f"written {plot(result, args.out.with_suffix('.png'))}")
+        return result
     started = time.perf_counter()
     baseline, data = resolve_inputs(args)
     budget = Budget(epochs=args.epochs, img_size=args.img, hyp=args.hyp, workers=args.workers, seed=args.seed)
@@ -188,9 +194,12 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     from yolo_prune.report.plots import pyplot, save_figure
 
     fig, ax = pyplot().subplots(figsize=(7, 4.5))
-    for criterion in dict.fromkeys(r["criterion"] for r in result["rows"]):
+    criteria = list(dict.fromkeys(r["criterion"] for r in result["rows"]))
+    for i, criterion in enumerate(criteria):  # wide to narrow, varied dashes: equal rows stay visible
         pts = sorted((r["gmacs"], r["map50_95"]) for r in result["rows"] if r["criterion"] == criterion)
-        ax.plot(*zip(*pts, strict=True), marker="o", label=criterion)
+        ax.plot(*zip(*pts, strict=True), marker="osD^vPX*"[i % 8], ls=("-", "--", ":", "-.")[i % 4],
+                lw=2.6 - 1.6 * i / max(len(criteria) - 1, 1), ms=8 - 4 * i / max(len(criteria) - 1, 1),
+                label=criterion)
     base = result["baseline_metrics"]
     ax.scatter([base["gmacs"]], [base["map50_95"]], marker="*", s=150, color="black", zorder=5, label="baseline")
     ax.axhline(result["control"]["map50_95"], color="grey", ls="--", label="control (unpruned, same fine-tune)")

@@ -63,7 +63,7 @@ def make_trainer(loaded: Any, hyp: dict[str, Any], args: argparse.Namespace, out
                       out_dir=out_dir / variant, names=loaded.names, device=torch.device("cpu"))
     trainer.warmup_iters = 0  # the steady state: lr0 and an optimizer step every batch (warm-up is set per run)
     if variant == "compile":
-        trainer.model = torch.compile(trainer.model)
+        trainer.model.compile()  # in place: the state dict (EMA, checkpoints) keeps its keys
     trainer.model.train()
     return trainer
 

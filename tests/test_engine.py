@@ -231,6 +231,29 @@ def test_loss_falls_when_overfitting_two_images(tiny_model, fast_hyp, tmp_path):
     assert trainer.ema.updates == 20  # one optimizer step per batch (nominal batch = batch)
 
 
+def test_channels_last_training_matches_nchw_and_files_keep_the_standard_layout(tiny_model, fast_hyp, tmp_path):
+    from yolo_prune.adapters.yolov7.checkpoint import load_checkpoint
+    from yolo_prune.engine import checkpointing
+
+    nhwc = _trainer(tiny_model, fast_hyp, tmp_path / "nhwc")
+    nchw = _trainer(tiny_model, fast_hyp, tmp_path / "nchw")
+    nchw.settings.channels_last = False
+    nchw._build_training_state(copy.deepcopy(tiny_model.model))
+    assert nhwc.model.model[0].conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert nchw.model.model[0].conv.weight.is_contiguous()
+    # the same loss and gradients (only the rounding of other conv kernels differs); optimizer steps are
+    # not compared: on a 2-image batch they amplify rounding chaotically
+    items = [t.forward_backward(*t.preprocess(_fixed_batch())) for t in (nhwc, nchw)]
+    torch.testing.assert_close(items[0], items[1], rtol=1e-4, atol=1e-7)
+    for a, b in zip(nhwc.model.parameters(), nchw.model.parameters(), strict=True):
+        assert float((a.grad - b.grad).norm()) <= 1e-3 * float(b.grad.norm()) + 1e-8
+    nhwc.optimizer_step()
+    path = checkpointing.save_best(tmp_path / "best.pt", adapter=get_adapter("yolov7"), model=nhwc.model,
+                                   names=tiny_model.names, epoch=0, best_fitness=0.1, results_text="", ema=nhwc.ema)
+    assert all(t.is_contiguous() for t in load_checkpoint(path).model.state_dict().values())
+    assert nhwc.ema.ema.model[0].conv.weight.is_contiguous(memory_format=torch.channels_last)  # training goes on
+
+
 def test_distillation_term_vanishes_for_an_identical_teacher(tiny_model, fast_hyp, tmp_path):
     from yolo_prune.adapters.yolov7 import build_distill_loss
     from yolo_prune.engine.hyp import load_hyp

@@ -72,6 +72,8 @@ def _add_training_args(run: argparse._ArgumentGroup) -> None:
     switch(run, "--sync-bn", dest="sync_bn", help="SyncBatchNorm under DDP (CUDA only)")
     switch(run, "--no-ema", dest="ema", off=True, help="no weight EMA")
     switch(run, "--no-amp", dest="amp", off=True, help="no mixed precision on CUDA")
+    switch(run, "--no-channels-last", dest="channels_last", off=True,
+           help="train in the NCHW layout (default NHWC: faster convolutions; files stay NCHW)")
     run.add_argument("--sparse", help="sparse training before pruning: bn_l1 (network slimming), "
                                       "bn_group_lasso or group_norm (torch-pruning regularisers)")
     run.add_argument("--sparse-reg", type=float, help=f"sparse-training penalty (default: {DEFAULT_REG})")

@@ -216,6 +216,7 @@ def _run(job: _Job, *, device: torch.device, info: DistInfo, callbacks: TrainerC
         trainer.restore(job.resume_ckpt)
     row = trainer.train()
     final = trainer.ema.ema if trainer.ema is not None else unwrap_model(trainer.model)
+    final.to(memory_format=torch.contiguous_format)  # the standard layout for what comes next (prune, fuse)
     return FinetuneResult(out_dir=job.out_dir, last=trainer.paths.last, best=trainer.paths.best,
                           best_fitness=trainer.best_fitness, epochs=s.epochs, row=row, model=final.eval(),
                           is_main=info.is_main)

@@ -6,6 +6,7 @@ for validation (``adapter.decode``) and the checkpoint format (``adapter.save``)
 """
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from dataclasses import dataclass
@@ -127,6 +128,8 @@ class Trainer:
     def _build_training_state(self, model: nn.Module) -> None:
         s, hyp = self.settings, self.hyp
         model = model.to(self.device).float().train()
+        if s.channels_last:
+            nhwc(model)
         for p in model.parameters():
             p.requires_grad_(True)  # fine-tune every layer (a loaded checkpoint may come frozen)
         self.loss_fn = self.adapter.loss(model, hyp)
@@ -182,6 +185,8 @@ class Trainer:
         """uint8 images -> float [0, 1] on the device; targets ``[M, 6]`` to the device."""
         imgs, targets = batch[0], batch[1]
         imgs = imgs.to(self.device, non_blocking=True).float() / 255.0
+        if self.settings.channels_last:
+            imgs = imgs.contiguous(memory_format=torch.channels_last)
         return imgs, targets.to(self.device)
 
     def forward_backward(self, imgs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -334,3 +339,15 @@ class Trainer:
             self.save(self.settings.epochs - 1, best=True)
         self.callbacks.on_train_end(self)
         return row
+
+
+def nhwc(model: nn.Module) -> nn.Module:
+    """Puts every 4-d parameter and buffer of ``model`` in the channels_last layout, in place.
+
+    ``Module.to(memory_format=...)`` refuses models holding a 5-d tensor; only 4-d ones (conv
+    weights, implicit layers) matter to the convolutions.
+    """
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        if t.dim() == 4:
+            t.data = t.data.contiguous(memory_format=torch.channels_last)
+    return model
