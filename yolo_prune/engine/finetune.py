@@ -295,7 +295,7 @@ def write_run_config(job: _Job) -> None:
 
 def build_datasets(job: _Job, loaded: LoadedModel, *, world_size: int) -> tuple[Any, Any]:
     """Training set (augmented, mosaic per the hyp) and validation set (letterboxed, rect batches)."""
-    from yolo_prune.data import CocoDetectionDataset, load_data_config
+    from yolo_prune.data import CocoDetectionDataset, DataError, load_data_config
 
     cfg = load_data_config(job.data)
     s = job.settings
@@ -308,6 +308,14 @@ def build_datasets(job: _Job, loaded: LoadedModel, *, world_size: int) -> tuple[
         val_batch = s.val_batch_size or 2 * (s.batch_size // world_size)
         val = CocoDetectionDataset(cfg.val_images, cfg.val_ann, img_size=s.img_size, augment=False, rect=True,
                                    batch_size=val_batch, stride=stride, pad=0.5)
+        if not val.n_boxes:  # COCO mAP of an empty ground truth is -1: fail now, not after the first epoch
+            raise DataError(f"{cfg.val_ann} has no annotations, so validation cannot score anything; fix the val "
+                            f"json or pass --no-val")
+    for dataset in (train, val):
+        if dataset is not None and list(dataset.names) != list(job.record["names"]):
+            raise DataError(f"{job.data} names the classes {list(job.record['names'])} but {dataset.ann_file} calls "
+                            f"them {list(dataset.names)} (class-index order); make them agree, or drop 'names:' from "
+                            f"the data yaml to use the json's")
     return train, val
 
 
