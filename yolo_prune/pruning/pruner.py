@@ -106,8 +106,8 @@ def prune_model(model: nn.Module, adapter: DetectorAdapter, *, img_size: int = D
                 global_pruning: bool = D.global_pruning, layer_ratios: dict[str, float] | None = None,
                 max_pruning_ratio: float = D.max_pruning_ratio, round_to: int | None = D.round_to,
                 min_channels: int = D.min_channels, iterative_steps: int = D.iterative_steps,
-                taylor_batches: Iterable[Batch] | None = None,
-                loss_hyp: dict | None = None, seed: int = D.seed, dry_run: bool = False) -> PruneResult:
+                taylor_batches: Iterable[Batch] | None = None, loss_hyp: dict | None = None, seed: int = D.seed,
+                dry_run: bool = False) -> PruneResult:
     """Removes whole channels of ``model`` (in place) at ``pruning_ratio`` (defaults: ``PruneSettings``).
 
     Args:
@@ -149,12 +149,19 @@ def prune_model(model: nn.Module, adapter: DetectorAdapter, *, img_size: int = D
     result.model = adapter.finish_pruning(model)
     result.model.train(was_training)
     if not (dry_run or nothing_to_do):
-        _check_shapes(shapes_before, _output_shapes(result.model, adapter, trace_inputs))  # restores the mode
-        _measure_after(result, img_size)
-        result.widths = width_report(plans, widths, global_pruning=global_pruning)
-        warn_if_dishonoured(result.widths, pruning_ratio=pruning_ratio, min_channels=min_channels,
-                            macs_reduction=result.macs_reduction)
+        _after(result, adapter, trace_inputs, shapes_before, plans, widths)
     return result
+
+
+def _after(result: PruneResult, adapter: DetectorAdapter, trace_inputs: torch.Tensor,
+           shapes_before: list[tuple[int, ...]], plans: list[GroupWidth], widths: dict[str, int]) -> None:
+    """Checks the pruned model (output shapes, something removed), then measures what the ratio achieved."""
+    s = result.settings
+    _check_shapes(shapes_before, _output_shapes(result.model, adapter, trace_inputs))  # restores the mode
+    _measure_after(result, s["img_size"])
+    result.widths = width_report(plans, widths, global_pruning=s["global_pruning"])
+    warn_if_dishonoured(result.widths, pruning_ratio=s["pruning_ratio"], min_channels=s["min_channels"],
+                        macs_reduction=result.macs_reduction)
 
 
 def _before(model: nn.Module, adapter: DetectorAdapter, settings: dict[str, Any],
