@@ -289,6 +289,10 @@ def test_missing_corrupt_and_wrong_size_images(tmp_path, box_dataset):
     with pytest.raises(DataError, match=r"1 of 5 images .*img_20.png"):
         CocoDetectionDataset(images, ann, img_size=64)
     (images / "img_20.png").write_bytes(b"not a png")
+    with pytest.warns(DataWarning, match=r"skipped 1 of 5 images .*img_20.png: not an image"):
+        ds = CocoDetectionDataset(images, ann, img_size=64)  # found once, named, and left out
+    assert 20 not in ds.image_ids and len(ds) == 4
+    (images / "img_20.png").write_bytes(b"\xff\xd8\xff" + b"garbage" * 10 + b"\xff\xd9")  # whole, yet undecodable
     ds = CocoDetectionDataset(images, ann, img_size=64)
     with pytest.raises(DataError, match="cannot read image .*img_20.png"):
         ds[ds.image_ids.index(20)]

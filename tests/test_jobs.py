@@ -49,7 +49,7 @@ def test_help_texts_show_the_dataclass_defaults():
     helps = {a.dest: a.help for a in sub.choices["sensitivity"]._actions}
     assert f"(default: {SensitivitySettings.max_images})" in helps["max_images"]
     assert "(default: 0.2 0.4 0.6)" in helps["ratios"]
-    assert all(a.default is None for a in sub.choices["sensitivity"]._actions if a.dest not in ("help", "quiet"))
+    assert all(a.default is None for a in sub.choices["sensitivity"]._actions if a.dest not in ("help", "quiet", "debug"))
 
 
 def test_settings_refuse_unknown_keys_and_round_trip_through_yaml(tmp_path):

@@ -12,8 +12,9 @@ the same dataclass. Every job writes its resolved settings next to its outputs (
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import yaml
 
@@ -23,6 +24,30 @@ from yolo_prune.registry import unknown_name_message
 IMG_SIZE = 640  # the square input size YOLO checkpoints are trained and compared at; every job's default
 
 S = TypeVar("S", bound="JobSettings")
+
+# What a setting of that name must be, in every job: checked when the settings are made, so a
+# bad value fails in one line before any model is loaded or run (``--conf nan``, ``--img 0``).
+FIELD_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "img_size": (lambda v: v >= 32 and v % 32 == 0, "a multiple of 32, at least 32 (e.g. 640)"),
+    "batch_size": (lambda v: v >= 1, "at least 1"),
+    "batch": (lambda v: v >= 1, "at least 1"),
+    "workers": (lambda v: v >= 0, "0 or more"),
+    "conf_thres": (lambda v: 0 <= v < 1, "in [0, 1) (e.g. 0.001 to measure mAP, 0.25 to deploy)"),
+    "iou_thres": (lambda v: 0 < v <= 1, "in (0, 1] (e.g. 0.65)"),
+    "max_det": (lambda v: v >= 1, "at least 1"),
+    "max_images": (lambda v: v >= 1, "at least 1 (leave it out for all images)"),
+    "runs": (lambda v: v >= 1, "at least 1"),
+    "warmup": (lambda v: v >= 0, "0 or more"),
+    "bench_runs": (lambda v: v >= 0, "0 or more (0 skips the latency benchmark)"),
+    "ratio": (lambda v: 0 <= v < 1, "in [0, 1) (e.g. 0.3 removes 30% of the channels)"),
+    "pruning_ratio": (lambda v: 0 <= v < 1, "in [0, 1) (e.g. 0.3 removes 30% of the channels)"),
+    "max_pruning_ratio": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "round_to": (lambda v: v >= 1, "a channel multiple of at least 1, such as 8"),
+    "min_channels": (lambda v: v >= 1, "at least 1"),
+    "iterative_steps": (lambda v: v >= 1, "at least 1"),
+    "epochs_per_step": (lambda v: v >= 1, "at least 1"),
+    "sparsity": (lambda v: 0 <= v < 1, "in [0, 1)"),
+}
 
 
 @dataclasses.dataclass
@@ -36,6 +61,9 @@ class JobSettings:
         >>> MySettings.from_dict({"ratio": None}).ratio
         0.5
     """
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     @classmethod
     def from_dict(cls: type[S], values: dict[str, Any]) -> S:
@@ -83,6 +111,27 @@ class ModelSourceSettings(JobSettings):
     cfg: str | None = None
     family: str | None = None
     trust: bool = False
+
+
+def check_fields(settings: Any) -> None:
+    """Checks every field of the dataclass ``settings`` that ``FIELD_RULES`` names (None: unset, not checked)."""
+    for f in dataclasses.fields(settings):
+        if f.name in FIELD_RULES:
+            check_value(f.name, getattr(settings, f.name))
+
+
+def check_value(name: str, value: Any) -> None:
+    """Checks one setting against ``FIELD_RULES[name]`` (None passes: it means the default).
+
+    Raises:
+        ValueError: the setting, its value and what it must be (NaN is never in range).
+    """
+    if value is None:
+        return
+    rule, wanted = FIELD_RULES[name]
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and rule(value)):
+        raise ValueError(f"{name} must be {wanted}, got {value!r}")
 
 
 def _plain(value: Any) -> Any:

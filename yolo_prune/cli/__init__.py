@@ -1,8 +1,10 @@
 """``yolo-prune``: one sub-command per job; each parses its flags into a settings object and makes one call.
 
 Every command is a module of this package with ``HELP`` (one line), ``add_arguments(parser)``
-and ``run(args)``; this file lists them, configures logging once and turns expected errors
-into one line on stderr (set ``YOLO_PRUNE_DEBUG=1`` for the traceback).
+and ``run(args)`` (and, optionally, ``interrupted_hint(args)``: what to do after Ctrl-C); this
+file lists them, configures logging once and turns every error into one line on stderr:
+exit 2 for an error the message explains, 1 for an internal error, 130 / 143 for SIGINT /
+SIGTERM (``--debug`` or ``YOLO_PRUNE_DEBUG=1`` shows the traceback instead).
 """
 from __future__ import annotations
 
@@ -13,7 +15,10 @@ import io
 import logging
 import os
 import shlex
+import signal
 import sys
+import threading
+import warnings
 from types import ModuleType
 from typing import Any, Iterator, Sequence
 
@@ -34,7 +39,16 @@ COMMANDS: dict[str, str] = {
 # Loggers of the library (``yolo_prune``) and of the YOLOv7 module tree (``models``).
 LOGGERS = ("yolo_prune", "models")
 # Errors a user can fix from the message alone: one line, no traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError, OSError)
+DEBUG_HELP = "show the full traceback of an error (also: YOLO_PRUNE_DEBUG=1)"
+
+
+class Interrupted(KeyboardInterrupt):
+    """A termination signal (SIGTERM) delivered as an interrupt, so cleanups run as for Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 class _CliHandler(logging.StreamHandler):
@@ -75,12 +89,14 @@ def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentPars
     """The ``yolo-prune`` parser with the sub-commands ``commands`` (default: all)."""
     parser = argparse.ArgumentParser(prog="yolo-prune", description=__doc__.splitlines()[0])
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in commands or COMMANDS:
         module = command_module(name)
         command = sub.add_parser(name, help=module.HELP, description=module.HELP)
         command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                              help="only warnings and errors on stderr")
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
         module.add_arguments(command)
     return parser
 
@@ -104,18 +120,75 @@ def quiet_output(quiet: bool) -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs one command; returns the exit status (2 for an error the message explains)."""
+    """Runs one command; returns the exit status (see the module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = [a for a in argv if not a.startswith("-")][:1]
     args = build_parser(chosen if chosen and chosen[0] in COMMANDS else None).parse_args(argv)
     args.command_line = shlex.join(["yolo-prune", *argv])  # reports show it in full
     configure_logging(quiet=args.quiet)
+    debug = bool(args.debug or os.environ.get("YOLO_PRUNE_DEBUG"))
     try:
-        with quiet_output(args.quiet):
+        with quiet_output(args.quiet), _warnings_as_lines(), _termination_as_interrupt():
             command_module(args.command).run(args)
-    except USER_ERRORS as err:
-        if os.environ.get("YOLO_PRUNE_DEBUG"):
+    except KeyboardInterrupt as err:
+        if debug:
             raise
-        print(f"yolo-prune {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
+        print(f"yolo-prune {args.command}: interrupted ({signal.Signals(signum).name}); {_interrupted_hint(args)}",
+              file=sys.stderr)
+        return 128 + signum
+    except Exception as err:  # every error ends as one line; --debug shows the traceback
+        if debug:
+            raise
+        print(f"yolo-prune {args.command}: error: {error_line(err)}", file=sys.stderr)
+        return 2 if isinstance(err, USER_ERRORS) else 1
     return 0
+
+
+def error_line(err: BaseException) -> str:
+    """The one line a user sees for ``err`` (an unexpected error says how to see and report it)."""
+    from yolo_prune.io.errors import describe_os_error  # lazily: keeps ``--help`` free of torch
+
+    if isinstance(err, OSError):
+        text = describe_os_error(err)
+    elif isinstance(err, USER_ERRORS):
+        text = str(err)
+    else:
+        text = (f"internal error {type(err).__name__}: {err}; rerun with --debug to see the traceback, and "
+                f"please report it")
+    return " ".join(text.split()) or type(err).__name__
+
+
+def _interrupted_hint(args: argparse.Namespace) -> str:
+    hint = getattr(command_module(args.command), "interrupted_hint", None)
+    if hint is not None:
+        return hint(args)
+    return "outputs are written atomically, so nothing half-written was left; run the command again"
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Library warnings (skipped images, repaired boxes ...) as one ``warning: ...`` line each."""
+    def show(message: Warning | str, *_: Any, **__: Any) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+@contextlib.contextmanager
+def _termination_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises ``Interrupted`` (as SIGINT raises ``KeyboardInterrupt``) while a command runs."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -95,9 +95,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         callbacks = SparseTrainingCallback(args.sparse, reg=args.sparse_reg or DEFAULT_REG)
     result = finetune(args.weights, cfg=args.cfg, data=args.data, out_dir=run_folder(args), hyp=args.hyp,
                       teacher=args.teacher, resume=args.resume, exist_ok=bool(args.exist_ok), family=args.family,
-                      trust=args.trust, callbacks=callbacks, rename_classes=args.rename_classes, **settings)
+                      trust=args.trust, callbacks=callbacks, rename_classes=args.rename_classes or None, **settings)
     summary = result.summary()
     if result.is_main:
         print(f"\nfine-tuned {summary['epochs']} epochs; best fitness {summary['best_fitness']}; "
               f"weights: {summary['best']} (best), {summary['last']} (last); results: {summary['results_csv']}")
     return summary
+
+
+def interrupted_hint(args: argparse.Namespace) -> str:
+    """After Ctrl-C / SIGTERM: where the run's last state is and the command that continues it."""
+    run = _interrupted_run(args)
+    last = run / "weights" / "last.pt"
+    if not last.is_file():
+        return f"no epoch had finished, so {run} holds no checkpoint: run the same command again to start over"
+    if not (run / "hyp.yaml").is_file():  # a run of a family's own trainer (Ultralytics) resumes there
+        return f"the last state is {last}; continue it with that trainer's resume (YOLO('{last}').train(resume=True))"
+    return f"the last state is {last} (intact); continue with: yolo-prune finetune --resume {run}"
+
+
+def _interrupted_run(args: argparse.Namespace) -> Path:
+    if isinstance(args.resume, (str, Path)):
+        path = Path(args.resume)
+        if path.suffix != ".pt":
+            return path
+        return path.parents[1] if path.parent.name == "weights" else path.parent
+    return run_folder(args)

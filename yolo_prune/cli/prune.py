@@ -38,6 +38,8 @@ def _add_pruning_args(how: argparse._ArgumentGroup) -> None:
     setting(how, "--round-to", settings=s, dest="round_to", type=int, help="keep channel counts multiples of this")
     setting(how, "--max-ratio", settings=s, dest="max_pruning_ratio", type=float,
             help="no layer loses more than this fraction")
+    setting(how, "--min-channels", settings=s, dest="min_channels", type=int,
+            help="no layer keeps fewer output channels (a warning says what the ratio then achieved)")
     how.add_argument("--layer-ratio", action="append", default=None, metavar="GLOB=RATIO",
                      help="per-layer ratio by module-name glob, e.g. 'model.77*=0.2' (repeatable)")
     setting(how, "--recipe", settings=s, dest="recipe",

@@ -47,3 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Runs (or continues) the main job of ``args``."""
     return main_job(settings_from_args(PipelineSettings, args), command_line=getattr(args, "command_line", None))
+
+
+def interrupted_hint(args: argparse.Namespace) -> str:
+    """After Ctrl-C / SIGTERM: the job continues where it stopped when run again."""
+    return ("finished stages are kept and an interrupted fine-tune resumes from its last.pt: run the same command "
+            "again to continue")

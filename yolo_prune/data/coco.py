@@ -13,7 +13,7 @@ import io
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -124,9 +124,23 @@ def _check_images(images: list, source: str | Path) -> list[dict]:
             raise DataError(f"{source}: image {_short(img)} needs an integer id and positive integer width/height")
         if img["id"] in seen:
             raise DataError(f"{source}: image id {img['id']} appears twice; image ids must be unique")
+        _check_file_name(img, source)
         seen.add(img["id"])
         out.append(dict(img))
     return sorted(out, key=lambda r: r["id"])
+
+
+def _check_file_name(img: dict, source: str | Path) -> None:
+    """A ``file_name`` is a relative path inside the image folder: never absolute, never through ``..``."""
+    name = img["file_name"]
+    if not isinstance(name, str) or not name.strip():
+        raise DataError(f"{source}: image id {img['id']} has file_name {name!r}; it must be the image's path "
+                        f"relative to the split's image folder")
+    posix = PurePosixPath(name.replace("\\", "/"))
+    if posix.is_absolute() or ".." in posix.parts or PureWindowsPath(name).drive:
+        raise DataError(f"{source}: image id {img['id']} has file_name {name!r}, which leaves the image folder; "
+                        f"file names must be relative paths inside it (no '..', not absolute): move the images "
+                        f"under the folder and fix the json")
 
 
 def _check_categories(categories: list, source: str | Path) -> list[dict]:

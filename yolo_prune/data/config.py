@@ -88,7 +88,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
                         f"(scripts/make_synthetic.py writes one)")
     try:
         raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
+    except UnicodeDecodeError:
+        raise DataError(f"data config {path} is not a text file; pass the data.yaml of your dataset") from None
+    except yaml.YAMLError as err:  # safe_load refuses python tags: a data yaml cannot construct objects
         raise DataError(f"data config {path} is not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise DataError(f"data config {path} must be a mapping (train:, val:, names: ...), got {type(raw).__name__}")

@@ -23,6 +23,7 @@ import torch
 from yolo_prune.data import augment as aug
 from yolo_prune.data.coco import load_coco_annotations
 from yolo_prune.data.errors import DataError, warn_data
+from yolo_prune.data.images import image_problem
 from yolo_prune.data.transforms import letterbox, map_boxes, xyxy_to_cxcywh
 from yolo_prune.settings import IMG_SIZE
 
@@ -61,15 +62,23 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
         self.batch_size, self.stride, self.pad = batch_size, stride, pad
         self.hyp = _augment_hyp(hyp) if augment else dict(aug.AUGMENT_DEFAULTS)
         anns = load_coco_annotations(ann_file)
+        self.ann_file = Path(ann_file)
         self.coco, self.names, self.category_ids = anns.coco, anns.names, anns.category_ids
         self.images = anns.images
         self.labels = [anns.labels[img["id"]] for img in self.images]
         self.mosaic = augment and self.hyp["mosaic"] > 0 and not rect
         self._check_files()
+        self._skip_broken_images()
+        self._check_not_empty()
         self.batch_shapes = self._rect_shapes() if rect else None
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @property
+    def n_boxes(self) -> int:
+        """Training boxes (crowd regions excluded) over all items."""
+        return sum(len(lb) for lb in self.labels)
 
     @property
     def image_ids(self) -> list[int]:
@@ -82,6 +91,28 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
             raise DataError(f"{len(missing)} of {len(self.images)} images listed in the annotation json are not in "
                             f"{self.images_dir} (first: {missing[:3]}); point the images folder ('train:'/'val:' "
                             f"in the data yaml) at the folder that holds them")
+
+    def _skip_broken_images(self) -> None:
+        """Drops corrupt or truncated image files (and their boxes) with one warning that names and counts them."""
+        problems = {i: image_problem(self.images_dir / img["file_name"]) for i, img in enumerate(self.images)}
+        broken = {i: why for i, why in problems.items() if why is not None}
+        if not broken:
+            return
+        named = "; ".join(f"{self.images[i]['file_name']}: {why}" for i, why in list(broken.items())[:3])
+        more = f"; ... ({len(broken) - 3} more)" if len(broken) > 3 else ""
+        warn_data(f"{self.ann_file}: skipped {len(broken)} of {len(self.images)} images (and their boxes) that are "
+                  f"corrupt or truncated ({named}{more}); replace them or re-export the dataset")
+        self.images = [img for i, img in enumerate(self.images) if i not in broken]
+        self.labels = [lb for i, lb in enumerate(self.labels) if i not in broken]
+
+    def _check_not_empty(self) -> None:
+        """An empty split, or training boxes that are all missing, are errors: nothing could be learnt or scored."""
+        if not self.images:
+            raise DataError(f"{self.ann_file} lists no usable images in {self.images_dir}; check the split's image "
+                            f"folder and json in the data yaml")
+        if self.augment and not self.n_boxes:
+            raise DataError(f"{self.ann_file} has no annotations (0 boxes on {len(self.images)} images): a detector "
+                            f"cannot learn from it; check that the split's '*_ann' json is the labelled one")
 
     def _rect_shapes(self) -> np.ndarray:
         """Orders items by aspect ratio and gives each batch its (h, w) input shape."""

@@ -14,11 +14,12 @@ call ``yolo_prune.finetune`` (the public API), which finds the adapter and loads
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 import yaml
@@ -38,7 +39,8 @@ from yolo_prune.engine.distributed import (
 from yolo_prune.engine.hooks import TrainerCallbacks
 from yolo_prune.engine.settings import TrainSettings
 from yolo_prune.engine.trainer import RunPaths, Trainer
-from yolo_prune.io import LoadedModel, atomic_write_text
+from yolo_prune.io import CheckpointError, LoadedModel, atomic_write_text
+from yolo_prune.io.lock import run_lock
 
 if TYPE_CHECKING:  # annotations only: the engine takes an adapter, it never imports the families
     from yolo_prune.adapters.base import DetectorAdapter
@@ -106,20 +108,26 @@ def finetune(loaded: LoadedModel, adapter: DetectorAdapter, *, data: str | Path 
         job = _prepare_job(loaded, adapter, data=data, hyp=hyp, teacher=teacher, settings=s, out_dir=Path(out_dir),
                            exist_ok=exist_ok, info=info, record=record or {},
                            rename_classes=rename_classes)
-        return _run(job, device=rank_device(device, info), info=info, callbacks=callbacks)
+        with _writer(job.out_dir, info, exist_ok=exist_ok):
+            return _run(job, device=rank_device(device, info), info=info, callbacks=callbacks)
     finally:
         cleanup_distributed()
 
 
 def resume(run: str | Path | bool, adapter: DetectorAdapter, *, out_dir: str | Path | None = None,
-           trust: bool = False, callbacks: TrainerCallbacks | None = None, **overrides: Any) -> FinetuneResult:
+           trust: bool = False, teacher: LoadedModel | None = None, callbacks: TrainerCallbacks | None = None,
+           **overrides: Any) -> FinetuneResult:
     """Continues an interrupted run exactly where its ``last.pt`` stopped.
+
+    Trust comes from the caller only: nothing read from the run's files (its ``trust`` record,
+    its teacher path, its run folder) can widen what is unpickled or where it is written.
 
     Args:
         run: The run folder or its ``weights/last.pt`` (``True``: ``out_dir``).
         adapter: The adapter of the family the run trains (it reads ``last.pt`` under its allow-list).
         out_dir: The run folder when ``run`` is ``True``.
-        trust: Allow arbitrary pickled code in ``last.pt`` and the teacher file.
+        trust: Allow arbitrary pickled code in ``last.pt`` (the file the caller named).
+        teacher: The run's teacher, loaded by the caller; None: the one the run names, loaded safely.
         callbacks: Trainer hooks.
         **overrides: Settings of the run; only ``RESUME_OVERRIDABLE`` ones may change.
     """
@@ -127,23 +135,44 @@ def resume(run: str | Path | bool, adapter: DetectorAdapter, *, out_dir: str | P
     loaded, ckpt = adapter.load_training_checkpoint(path, trust=trust)
     state = checkpointing.check_resumable(ckpt, path)
     loaded.meta.pop(checkpointing.TRAIN_STATE_KEY, None)
-    record = dict(state["job"])
+    record = {**state["job"], "trust": trust}
     s = TrainSettings.from_dict(_resumed_settings(dict(state["settings"]), overrides, path))
     device = select_device(s.device)
     info = init_distributed(device)
     try:
         loaded.names = list(record["names"])
-        teacher = None
-        if record.get("teacher"):
-            teacher = adapter.load(_existing(record["teacher"], "--teacher"), trust=trust or bool(record.get("trust")))
-        run_dir = path.parents[1] if path.parent.name == "weights" else Path(record["out_dir"])
+        teacher = _resumed_teacher(record, adapter, teacher)
+        run_dir = path.parents[1] if path.parent.name == "weights" else path.parent  # where the file is, only
         job = _Job(loaded, adapter, Path(record["data"]), dict(state["hyp"]), s, run_dir, teacher, record,
                    resume_ckpt=ckpt)
-        if info.is_main:
-            LOGGER.info("resuming %s from epoch %d/%d", path, int(ckpt["epoch"]) + 2, s.epochs)
-        return _run(job, device=rank_device(device, info), info=info, callbacks=callbacks)
+        with _writer(run_dir, info, exist_ok=True):
+            if info.is_main:
+                LOGGER.info("resuming %s from epoch %d/%d", path, int(ckpt["epoch"]) + 2, s.epochs)
+            return _run(job, device=rank_device(device, info), info=info, callbacks=callbacks)
     finally:
         cleanup_distributed()
+
+
+def _resumed_teacher(record: dict[str, Any], adapter: DetectorAdapter,
+                     given: LoadedModel | None) -> LoadedModel | None:
+    """The caller's teacher, else the one the run names, under the safe loader (never trusted from a file)."""
+    recorded = record.get("teacher")
+    if given is not None:
+        if not recorded:
+            raise ValueError("this run was trained without a teacher; drop --teacher to resume it, or start a new "
+                             "run to distil")
+        if given.source is not None and Path(given.source).resolve() != Path(recorded).resolve():
+            LOGGER.warning("resuming with the teacher %s; the run was started with %s", given.source, recorded)
+        return given
+    if not recorded:
+        return None
+    path = _existing(recorded, "--teacher")
+    try:
+        return adapter.load(path, trust=False)
+    except CheckpointError as err:
+        raise CheckpointError(f"the run's teacher {path} (named in its last.pt) was refused by the safe loader, and "
+                              f"trust is never taken from a run's files: if you trust it, pass --teacher {path} "
+                              f"--trust-checkpoint with --resume ({err})") from None
 
 
 def _resumed_settings(values: dict[str, Any], overrides: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -203,15 +232,15 @@ def _prepare_job(loaded: LoadedModel, adapter: DetectorAdapter, *, data: str | P
 
 def _run(job: _Job, *, device: torch.device, info: DistInfo, callbacks: TrainerCallbacks | None) -> FinetuneResult:
     s, loaded = job.settings, job.loaded
-    if info.is_main and job.resume_ckpt is None:
-        write_run_config(job)
-    barrier(info)  # the run folder exists before any rank looks at it
-    train_set, val_set = build_datasets(job, loaded, world_size=info.world_size)
+    train_set, val_set = build_datasets(job, loaded, world_size=info.world_size)  # bad data fails before any write
     teacher, distill_fn = _distillation(job, device)
     trainer = Trainer(loaded.model, job.adapter, train_set, val_set, hyp=job.hyp, settings=s, out_dir=job.out_dir,
                       names=job.record["names"], device=device, dist_info=info, teacher=teacher,
                       distill_fn=distill_fn, callbacks=callbacks, extra_state={"job": job.record},
                       model_meta=loaded.meta)
+    if info.is_main and job.resume_ckpt is None:
+        write_run_config(job)
+    barrier(info)  # the run folder exists before any rank looks at it
     if job.resume_ckpt is not None:
         trainer.restore(job.resume_ckpt)
     row = trainer.train()
@@ -231,12 +260,31 @@ def default_hyp_path() -> Path:
 
 
 def check_run_dir(out_dir: Path, *, exist_ok: bool) -> None:
-    """Refuses an ``out_dir`` that already holds a run unless ``exist_ok``."""
+    """Refuses an ``out_dir`` that already holds a run's weights unless ``exist_ok``.
+
+    A folder whose run failed before its first checkpoint (``args.yaml`` or ``results.csv``
+    only) holds nothing to lose or resume: it is started again without ``--exist-ok``.
+    """
     paths = RunPaths(out_dir)
-    taken = [p for p in (paths.last, paths.results_csv, out_dir / "args.yaml") if p.exists()]
-    if taken and not exist_ok:
-        raise FileExistsError(f"{out_dir} already holds a run ({taken[0].name}); pass --exist-ok to write into it, "
-                              f"--resume {out_dir} to continue it, or choose another --out")
+    if exist_ok:
+        return
+    if paths.last.exists():
+        raise FileExistsError(f"{out_dir} already holds a run ({paths.last}); pass --resume {out_dir} to continue "
+                              f"it, --exist-ok to write into it, or choose another --out")
+    if paths.best.exists():
+        raise FileExistsError(f"{out_dir} already holds a finished run ({paths.best}); pass --exist-ok to write into "
+                              f"it, or choose another --out")
+
+
+@contextlib.contextmanager
+def _writer(out_dir: Path, info: DistInfo, *, exist_ok: bool) -> Iterator[None]:
+    """Rank 0 holds the run folder's lock while the run writes; the folder is checked again under it."""
+    if not info.is_main:
+        yield
+        return
+    with run_lock(out_dir):
+        check_run_dir(out_dir, exist_ok=exist_ok)  # another run may have finished here since the first check
+        yield
 
 
 def write_run_config(job: _Job) -> None:
@@ -248,7 +296,7 @@ def write_run_config(job: _Job) -> None:
 
 def build_datasets(job: _Job, loaded: LoadedModel, *, world_size: int) -> tuple[Any, Any]:
     """Training set (augmented, mosaic per the hyp) and validation set (letterboxed, rect batches)."""
-    from yolo_prune.data import CocoDetectionDataset, load_data_config
+    from yolo_prune.data import CocoDetectionDataset, DataError, load_data_config
 
     cfg = load_data_config(job.data)
     s = job.settings
@@ -261,6 +309,14 @@ def build_datasets(job: _Job, loaded: LoadedModel, *, world_size: int) -> tuple[
         val_batch = s.val_batch_size or 2 * (s.batch_size // world_size)
         val = CocoDetectionDataset(cfg.val_images, cfg.val_ann, img_size=s.img_size, augment=False, rect=True,
                                    batch_size=val_batch, stride=stride, pad=0.5)
+        if not val.n_boxes:  # COCO mAP of an empty ground truth is -1: fail now, not after the first epoch
+            raise DataError(f"{cfg.val_ann} has no annotations, so validation cannot score anything; fix the val "
+                            f"json or pass --no-val")
+    for dataset in (train, val):
+        if dataset is not None and list(dataset.names) != list(job.record["names"]):
+            raise DataError(f"{job.data} names the classes {list(job.record['names'])} but {dataset.ann_file} calls "
+                            f"them {list(dataset.names)} (class-index order); make them agree, or drop 'names:' from "
+                            f"the data yaml to use the json's")
     return train, val
 
 

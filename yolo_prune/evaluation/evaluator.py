@@ -24,6 +24,7 @@ from yolo_prune.evaluation.coco_eval import coco_metrics
 from yolo_prune.evaluation.nms import non_max_suppression
 from yolo_prune.evaluation.settings import DEFAULTS
 from yolo_prune.io.atomic import atomic_write_json
+from yolo_prune.settings import check_value
 
 logger = logging.getLogger(__name__)
 Decode = Callable[[Any], torch.Tensor]
@@ -76,7 +77,18 @@ def _eval_loader(dataset: Any, batch_size: int, workers: int, max_images: int | 
     n = len(dataset) if max_images is None else max(0, min(int(max_images), len(dataset)))
     subset = dataset if n == len(dataset) else torch.utils.data.Subset(dataset, range(n))
     image_ids = [dataset.image_ids[i] for i in range(n)] if hasattr(dataset, "image_ids") else None
+    _check_ground_truth(dataset, image_ids)
     return build_dataloader(subset, batch_size, shuffle=False, workers=workers, seed=0), image_ids
+
+
+def _check_ground_truth(dataset: Any, image_ids: list[int] | None) -> None:
+    """COCO mAP without a single ground-truth box is -1, not a score: refuse before any inference."""
+    annotations = dataset.coco.dataset.get("annotations", [])
+    wanted = set(image_ids) if image_ids is not None else None
+    if not any(not a.get("iscrowd") and (wanted is None or a["image_id"] in wanted) for a in annotations):
+        raise DataError(f"the evaluation ground truth ({getattr(dataset, 'ann_file', 'the json')}) has no boxes on "
+                        f"the {len(wanted) if wanted is not None else len(dataset)} images evaluated, so mAP is "
+                        f"undefined; check the split's json (or --max-images)")
 
 
 def _check_classes(pred: torch.Tensor, dataset: Any) -> None:
@@ -145,6 +157,8 @@ def evaluate(model: nn.Module, dataset: Any, *, decode: Decode | None = None, ba
         ``speed_ms`` (per image: data, preprocess, inference, nms, postprocess), ``images_per_s``,
         ``n_images``, ``n_detections``, ``metric_time_s`` and ``settings``.
     """
+    for name, value in (("conf_thres", conf_thres), ("iou_thres", iou_thres), ("max_det", max_det)):
+        check_value(name, value)  # a NaN threshold would silently keep no detection
     device = select_device(device)
     if half and device.type != "cuda":
         logger.warning("half=True needs CUDA; evaluating in fp32 on %s", device)

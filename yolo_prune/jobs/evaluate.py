@@ -13,8 +13,9 @@ from typing import Any
 from yolo_prune.adapters import get_adapter, load_model
 from yolo_prune.benchmark import BenchmarkSettings, model_summary
 from yolo_prune.data import CocoDetectionDataset
-from yolo_prune.data.errors import DataError
+from yolo_prune.data.errors import DataError, warn_data
 from yolo_prune.devices import select_device
+from yolo_prune.engine.classes import same_classes
 from yolo_prune.evaluation import EvalSettings
 from yolo_prune.evaluation import evaluate as evaluate_dataset
 from yolo_prune.evaluation.settings import DEFAULTS
@@ -56,8 +57,19 @@ def evaluate_model(loaded: LoadedModel, images: str | Path, ann: str | Path, *, 
     if loaded.nc != len(dataset.names):  # fail before any inference
         raise DataError(f"the model predicts {loaded.nc} classes but {ann} has {len(dataset.names)}; "
                         f"evaluate a model trained (or fine-tuned) for this dataset")
+    warn_other_names(loaded.names, dataset.names, ann)
     model = adapter.fuse(copy.deepcopy(loaded.model).eval()) if fuse else loaded.model
     return evaluate_dataset(model, dataset, decode=adapter.decode, batch_size=batch_size, device=device, **settings)
+
+
+def warn_other_names(model_names: list[str], data_names: list[str], ann: str | Path) -> None:
+    """Equal class counts under other names: mAP pairs classes by index, which then may not mean one class."""
+    if same_classes(model_names, data_names):
+        return
+    differ = [f"{i}: {m!r} vs {d!r}" for i, (m, d) in enumerate(zip(model_names, data_names, strict=True)) if m != d]
+    warn_data(f"{len(differ)} of {len(data_names)} class names of the model differ from {ann}'s ({', '.join(differ[:3])}"
+              f"{', ...' if len(differ) > 3 else ''}); mAP pairs classes by index: check that each index means the "
+              f"same class in both")
 
 
 def run_eval(settings: EvalSettings) -> dict[str, Any]:

@@ -29,7 +29,8 @@ def finetune(model: LoadedModel | str | Path | None = None, *, data: str | Path 
         data: Data yaml (``yolo_prune.data.load_data_config``).
         cfg: Model cfg to build when ``model`` is None (or the architecture of a bare state dict).
         family: Detector family when it cannot be recognised from the file or cfg.
-        trust: Allow arbitrary pickled code in checkpoint files.
+        trust: Allow arbitrary pickled code in the checkpoint files named here (``model``, ``teacher``,
+            ``resume``); nothing read from a file can turn it on.
         out_dir: Run folder; refused when it already holds a run, unless ``exist_ok``.
         hyp: Hyper-parameter yaml path or dict (default: the project's fine-tuning hyp).
         teacher: Unpruned model (or path) of the same family for knowledge distillation.
@@ -50,7 +51,9 @@ def finetune(model: LoadedModel | str | Path | None = None, *, data: str | Path 
     if resume:
         path = resolve_resume_path(resume, out_dir)
         adapter = get_adapter(family) if family else adapter_for(path)
-        return resume_run(path, adapter, trust=trust, callbacks=callbacks, **settings)
+        # trust and the teacher come from this call only, never from the run's files
+        return resume_run(path, adapter, trust=trust, teacher=_teacher(teacher, family, trust), callbacks=callbacks,
+                          **settings)
     if data is None:
         raise ValueError("no data given: pass --data path/to/data.yaml (or --resume to continue a run)")
     loaded = _model(model, cfg=cfg, family=family, trust=trust, data=data)

@@ -25,6 +25,7 @@ from yolo_prune.adapters import DetectorAdapter, get_adapter, load_model
 from yolo_prune.benchmark import BenchmarkSettings, model_summary
 from yolo_prune.io import LoadedModel, atomic_write_json, atomic_write_text
 from yolo_prune.pruning import PruneResult, prune_model
+from yolo_prune.pruning.pruner import check_prune_settings
 from yolo_prune.pruning.settings import PruneSettings
 
 LOGGER = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ LOGGER = logging.getLogger(__name__)
 QUICK_LATENCY = BenchmarkSettings(batch=1, warmup=2, runs=5, nms=False)
 # prune_model arguments a prune job passes through (a recipe may replace the ratio ones).
 _PRUNE_KWARGS = ("importance", "pruning_ratio", "global_pruning", "layer_ratios", "max_pruning_ratio", "round_to",
-                 "iterative_steps", "seed")
+                 "min_channels", "iterative_steps", "seed")
 
 
 class PrunedCfgWarning(UserWarning):
@@ -95,6 +96,8 @@ def run_prune(settings: PruneSettings) -> dict[str, Any]:
     if s.dry_run and s.mode == "unstructured":
         raise ValueError("--dry-run lists channel groups; it does not apply to --mode unstructured")
     kwargs = prune_kwargs(s)
+    if s.mode == "channel":  # a bad ratio, recipe value or criterion fails before the model is loaded or run
+        check_prune_settings({**kwargs, "img_size": s.img_size})
     out = None if s.dry_run else resolve_out_path(s, kwargs)
     loaded = load_model(s.weights, cfg=s.cfg, family=s.family, trust=s.trust)
     adapter = get_adapter(loaded.family)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
@@ -19,6 +20,8 @@ from torch import nn
 
 from yolo_prune.pruning.importance import get_importance
 from yolo_prune.pruning.settings import PRUNE_DEFAULTS as D
+from yolo_prune.pruning.widths import GroupWidth, plan_widths, planned_ratios, warn_if_dishonoured, width_report
+from yolo_prune.settings import check_value
 
 if TYPE_CHECKING:  # annotations only: generic code takes an adapter, it never imports the families
     from yolo_prune.adapters.base import DetectorAdapter
@@ -58,6 +61,7 @@ class PruneResult:
     channels_after: dict[str, int] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     dry_run: bool = False
+    widths: dict[str, Any] = field(default_factory=dict)  # widths.width_report: what the ratio achieved
 
     def __repr__(self) -> str:
         done = "would prune" if self.dry_run else "pruned"
@@ -93,6 +97,7 @@ class PruneResult:
             "groups": [vars(g) for g in self.groups],
             "channels_before": self.channels_before,
             "channels_after": self.channels_after,
+            "widths": self.widths,
         }
 
 
@@ -100,8 +105,9 @@ def prune_model(model: nn.Module, adapter: DetectorAdapter, *, img_size: int = D
                 importance: str = D.importance, pruning_ratio: float = D.pruning_ratio,
                 global_pruning: bool = D.global_pruning, layer_ratios: dict[str, float] | None = None,
                 max_pruning_ratio: float = D.max_pruning_ratio, round_to: int | None = D.round_to,
-                iterative_steps: int = D.iterative_steps, taylor_batches: Iterable[Batch] | None = None,
-                loss_hyp: dict | None = None, seed: int = D.seed, dry_run: bool = False) -> PruneResult:
+                min_channels: int = D.min_channels, iterative_steps: int = D.iterative_steps,
+                taylor_batches: Iterable[Batch] | None = None, loss_hyp: dict | None = None, seed: int = D.seed,
+                dry_run: bool = False) -> PruneResult:
     """Removes whole channels of ``model`` (in place) at ``pruning_ratio`` (defaults: ``PruneSettings``).
 
     Args:
@@ -115,6 +121,8 @@ def prune_model(model: nn.Module, adapter: DetectorAdapter, *, img_size: int = D
             convs whose qualified names match (e.g. ``{"model.7[5-9]*": 0.2}``).
         max_pruning_ratio: No layer loses more than this fraction (useful with global).
         round_to: Keep channel counts multiples of this (hardware-friendly widths).
+        min_channels: No group keeps fewer output channels (rounded up to ``round_to``); when that
+            holds groups back, a warning gives the reduction achieved (``result.widths``).
         iterative_steps: Reach the ratio in this many equal steps (importance re-ranked).
         taylor_batches: Batches whose loss gradients feed ``taylor``; synthetic if None.
         loss_hyp: Hyper-parameters for the adapter's loss (Taylor only).
@@ -125,24 +133,35 @@ def prune_model(model: nn.Module, adapter: DetectorAdapter, *, img_size: int = D
         ValueError: An argument is out of range or names nothing.
         PruningError: Nothing was removed, or the output shapes changed.
     """
-    _check_settings(pruning_ratio, max_pruning_ratio, round_to, iterative_steps, img_size)
-    get_importance(importance)  # an unknown criterion fails before the model is touched
     settings = dict(importance=importance, pruning_ratio=pruning_ratio, global_pruning=global_pruning,
                     layer_ratios=dict(layer_ratios or {}), max_pruning_ratio=max_pruning_ratio,
-                    round_to=round_to, iterative_steps=iterative_steps, img_size=img_size, seed=seed)
+                    round_to=round_to, min_channels=min_channels, iterative_steps=iterative_steps,
+                    img_size=img_size, seed=seed)
+    check_prune_settings(settings)  # before the model is touched
     torch.manual_seed(seed)
     was_training = model.training
     model = adapter.prepare_for_pruning(model).eval()
     result, trace_inputs, shapes_before = _before(model, adapter, settings, dry_run)
     nothing_to_do = pruning_ratio == 0 and not layer_ratios
     if not nothing_to_do:
-        result.groups = _prune_groups(model, adapter, trace_inputs, settings, taylor_batches, loss_hyp, dry_run)
+        result.groups, plans, widths = _prune_groups(model, adapter, trace_inputs, settings, taylor_batches,
+                                                     loss_hyp, dry_run)
     result.model = adapter.finish_pruning(model)
     result.model.train(was_training)
     if not (dry_run or nothing_to_do):
-        _check_shapes(shapes_before, _output_shapes(result.model, adapter, trace_inputs))  # restores the mode
-        _measure_after(result, img_size)
+        _after(result, adapter, trace_inputs, shapes_before, plans, widths)
     return result
+
+
+def _after(result: PruneResult, adapter: DetectorAdapter, trace_inputs: torch.Tensor,
+           shapes_before: list[tuple[int, ...]], plans: list[GroupWidth], widths: dict[str, int]) -> None:
+    """Checks the pruned model (output shapes, something removed), then measures what the ratio achieved."""
+    s = result.settings
+    _check_shapes(shapes_before, _output_shapes(result.model, adapter, trace_inputs))  # restores the mode
+    _measure_after(result, s["img_size"])
+    result.widths = width_report(plans, widths, global_pruning=s["global_pruning"])
+    warn_if_dishonoured(result.widths, pruning_ratio=s["pruning_ratio"], min_channels=s["min_channels"],
+                        macs_reduction=result.macs_reduction)
 
 
 def _before(model: nn.Module, adapter: DetectorAdapter, settings: dict[str, Any],
@@ -163,16 +182,24 @@ def _before(model: nn.Module, adapter: DetectorAdapter, settings: dict[str, Any]
 
 
 def _prune_groups(model: nn.Module, adapter: DetectorAdapter, trace_inputs: torch.Tensor, settings: dict[str, Any],
-                  taylor_batches: Iterable[Batch] | None, loss_hyp: dict | None, dry_run: bool) -> list[PruneGroup]:
-    """Runs torch-pruning's pruner step by step (one step on a dry run); returns what each group lost."""
+                  taylor_batches: Iterable[Batch] | None, loss_hyp: dict | None,
+                  dry_run: bool) -> tuple[list[PruneGroup], list[GroupWidth], dict[str, int]]:
+    """Runs torch-pruning's pruner step by step (one step on a dry run).
+
+    Returns what each group lost, the planned widths (``widths.plan_widths``) and the conv widths
+    after pruning (of the model as the adapter prepared it, whose names the plan uses).
+    """
     spec = get_importance(settings["importance"])
     steps = settings["iterative_steps"]
     groups: list[PruneGroup] = []
     with _parameters_require_grad(model), _training_mode_frozen_bn(model):
+        layer_ratios = _match_layer_ratios(model, settings["layer_ratios"], adapter)
+        plans = plan_widths(model, adapter, trace_inputs, _training_forward, layer_ratios, settings)
+        if not settings["global_pruning"]:  # each group at the ratio that keeps its planned width
+            layer_ratios = {**layer_ratios, **planned_ratios(plans)}
         pruner = tp.pruner.BasePruner(
             model, trace_inputs, importance=spec.build(), global_pruning=settings["global_pruning"],
-            pruning_ratio=settings["pruning_ratio"],
-            pruning_ratio_dict=_match_layer_ratios(model, settings["layer_ratios"], adapter),
+            pruning_ratio=settings["pruning_ratio"], pruning_ratio_dict=layer_ratios,
             max_pruning_ratio=settings["max_pruning_ratio"], iterative_steps=steps,
             ignored_layers=adapter.ignored_layers(model), round_to=settings["round_to"],
             unwrapped_parameters=adapter.unwrapped_parameters(model), forward_fn=_training_forward)
@@ -182,7 +209,7 @@ def _prune_groups(model: nn.Module, adapter: DetectorAdapter, trace_inputs: torc
                                            settings["seed"])
             groups.extend(_run_step(pruner, dry_run))
         model.zero_grad(set_to_none=True)
-    return groups
+    return groups, plans, conv_out_channels(model)
 
 
 def _measure_after(result: PruneResult, img_size: int) -> None:
@@ -202,17 +229,27 @@ def conv_out_channels(model: nn.Module) -> dict[str, int]:
     return {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
 
 
-def _check_settings(ratio: float, max_ratio: float, round_to: int | None, steps: int, img_size: int) -> None:
-    if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"pruning ratio must be in [0, 1), got {ratio}; e.g. 0.5 removes half the channels")
-    if not 0.0 < max_ratio <= 1.0:
-        raise ValueError(f"max_pruning_ratio must be in (0, 1], got {max_ratio}")
-    if round_to is not None and round_to < 1:
-        raise ValueError(f"round_to must be a positive channel multiple such as 8, got {round_to}")
-    if steps < 1:
-        raise ValueError(f"iterative_steps must be >= 1, got {steps}")
-    if img_size < 32 or img_size % 32:
-        raise ValueError(f"img_size must be a positive multiple of 32, got {img_size}")
+def check_prune_settings(settings: dict[str, Any]) -> None:
+    """Checks ``prune_model`` settings (ranges, the criterion's name, layer ratios) before any model is run.
+
+    Raises:
+        ValueError: the setting, its value and what it must be.
+        KeyError: an unknown importance (with the close match).
+    """
+    if not 0.0 <= _finite(settings["pruning_ratio"]) < 1.0:
+        raise ValueError(f"pruning ratio must be in [0, 1), got {settings['pruning_ratio']}; e.g. 0.5 removes half "
+                         f"the channels")
+    for name in ("max_pruning_ratio", "round_to", "min_channels", "iterative_steps", "img_size"):
+        check_value(name, settings[name])
+    for pattern, ratio in settings["layer_ratios"].items():
+        if not 0.0 <= _finite(ratio) < 1.0:
+            raise ValueError(f"layer ratio for {pattern!r} must be in [0, 1), got {ratio}")
+    get_importance(settings["importance"])
+
+
+def _finite(value: Any) -> float:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if number and math.isfinite(value) else float("nan")  # NaN fails every range
 
 
 def _match_layer_ratios(model: nn.Module, layer_ratios: dict[str, float] | None,

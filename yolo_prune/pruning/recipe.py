@@ -50,6 +50,7 @@ class Recipe:
         global_pruning: Rank channels across groups.
         max_pruning_ratio: No layer loses more than this fraction.
         round_to: Channel counts stay multiples of this.
+        min_channels: No group keeps fewer output channels.
         iterative_steps: Reach the ratios in this many re-ranked steps.
         seed: Seeds random criteria.
         name: Short name (defaults to the file stem when loaded).
@@ -64,6 +65,7 @@ class Recipe:
     global_pruning: bool | None = None
     max_pruning_ratio: float | None = None
     round_to: int | None = None
+    min_channels: int | None = None
     iterative_steps: int | None = None
     seed: int | None = None
     name: str | None = None
@@ -88,7 +90,7 @@ class Recipe:
 
 # Keys passed to prune_model, and keys that only describe the recipe.
 PRUNE_KEYS = ("importance", "pruning_ratio", "layer_ratios", "global_pruning", "max_pruning_ratio", "round_to",
-              "iterative_steps", "seed")
+              "min_channels", "iterative_steps", "seed")
 INFO_KEYS = ("name", "description", "target", "provenance")
 
 
@@ -116,7 +118,10 @@ def read_recipe(path: str | Path) -> Recipe:
     path = resolve_recipe_path(path)
     try:
         values = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
+    except UnicodeDecodeError:
+        raise RecipeError(f"recipe {path} is not a text file (a checkpoint?); pass a recipe .yaml such as "
+                          f"configs/prune/uniform-30.yaml") from None
+    except yaml.YAMLError as err:  # safe_load refuses python tags: a recipe cannot construct objects
         raise RecipeError(f"recipe {path} is not valid YAML: {err}") from None
     recipe = recipe_from_dict(values, source=f"recipe {path}")
     if recipe.name is None:
@@ -168,7 +173,7 @@ def _check_values(recipe: Recipe) -> None:
         _check_ratio(f"layer_ratios[{pattern!r}]", ratio)
     if recipe.max_pruning_ratio is not None and not 0.0 < _number("max_pruning_ratio", recipe.max_pruning_ratio) <= 1:
         raise ValueError(f"max_pruning_ratio must be in (0, 1], got {recipe.max_pruning_ratio}")
-    for key in ("round_to", "iterative_steps"):
+    for key in ("round_to", "min_channels", "iterative_steps"):
         value = getattr(recipe, key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ValueError(f"{key} must be a positive integer, got {value!r}")

@@ -26,6 +26,8 @@ class PruneSettings(ModelSourceSettings):
         global_pruning: Rank channels across all groups instead of within each.
         round_to: Keep channel counts multiples of this (None: no rounding).
         max_pruning_ratio: No layer loses more than this fraction.
+        min_channels: No group keeps fewer output channels (rounded up to ``round_to``); a warning
+            gives the achieved reduction when this holds groups back from the ratio.
         layer_ratios: ``{module-name glob: ratio}`` overriding ``pruning_ratio``.
         recipe: A prune recipe yaml or a name in ``configs/prune/``; replaces the ratio settings.
         iterative_steps: Reach the ratio in this many steps (with ``data``: a short fine-tune between).
@@ -52,6 +54,7 @@ class PruneSettings(ModelSourceSettings):
     global_pruning: bool = False
     round_to: int | None = None
     max_pruning_ratio: float = 1.0
+    min_channels: int = 4
     layer_ratios: dict[str, float] = field(default_factory=dict)
     recipe: str | None = None
     iterative_steps: int = 1

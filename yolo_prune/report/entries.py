@@ -37,6 +37,7 @@ from yolo_prune.registry import unknown_name_message
 
 ENTRY_KEYS = ("name", "source", "params_m", "gmacs", "file_mib", "map50_95", "map50", "fps", "latency_ms", "channels",
               "family")
+NUMBER_KEYS = ("params_m", "gmacs", "file_mib", "map50_95", "map50", "fps", "latency_ms")
 # other spellings seen in run JSONs -> entry key
 _ALIASES = {"mAP50-95": "map50_95", "map": "map50_95", "mAP50": "map50", "latency_ms_median": "latency_ms",
             "weights": "source", "out": "source", "size_mb": "file_mib", "file_mb": "file_mib"}
@@ -45,11 +46,16 @@ _ALIASES = {"mAP50-95": "map50_95", "map": "map50_95", "mAP50": "map50", "latenc
 def make_entry(values: dict[str, Any], *, name: str | None = None, strict: bool = False) -> dict[str, Any]:
     """A normalised entry from ``values`` (aliases resolved, FPS derived from latency when absent).
 
+    Numbers written as strings (``"2.2"``) are read as numbers; anything else that is not a number
+    where one belongs is refused, naming the key and the value.
+
     Args:
         values: Raw keys; unknown keys are ignored unless ``strict``.
         name: Name to use when ``values`` has none.
         strict: Refuse keys that look like typos of entry keys (``gmac``), naming the close match.
     """
+    if not isinstance(values, dict):
+        raise ValueError(f"a report entry must be an object such as {{'name': 'tiny', 'gmacs': 3.3}}, got {values!r}")
     entry: dict[str, Any] = dict.fromkeys(ENTRY_KEYS)
     for key, value in values.items():
         key = _ALIASES.get(key, key)
@@ -64,9 +70,34 @@ def make_entry(values: dict[str, Any], *, name: str | None = None, strict: bool 
         entry["source"] = str(entry["source"])
     if values.get("fp16_mib") is not None:  # one precision for every model (files may be fp16 or fp32)
         entry["file_mib"] = values["fp16_mib"]
+    for key in NUMBER_KEYS:
+        entry[key] = _number(entry[key], key, entry["name"])
+    entry["channels"] = _channels(entry["channels"], entry["name"])
     if entry["fps"] is None and entry["latency_ms"]:
         entry["fps"] = 1000.0 / float(entry["latency_ms"])
     return entry
+
+
+def _number(value: Any, key: str, name: str) -> float | None:
+    """``value`` as a number (a numeric string is accepted); None stays None."""
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return value
+    try:
+        number = float(value) if isinstance(value, str) else None
+    except ValueError:
+        number = None
+    if number is None:
+        raise ValueError(f"report entry {name!r}: {key} must be a number, got {value!r}")
+    return number
+
+
+def _channels(value: Any, name: str) -> dict[str, int] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(_number(v, "channels", name) is not None for v in value.values()):
+        raise ValueError(f"report entry {name!r}: channels must map conv names to channel counts, got "
+                         f"{str(value)[:80]}")
+    return {str(k): int(float(v)) for k, v in value.items()}
 
 
 def entries_from_json(path: str | Path) -> list[dict[str, Any]]:
@@ -76,6 +107,9 @@ def entries_from_json(path: str | Path) -> list[dict[str, Any]]:
         raise FileNotFoundError(f"report input {path} does not exist")
     try:
         data = json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise ValueError(f"report input {path} is not a text file (a checkpoint?); pass the run JSONs "
+                         f"(prune, eval or main-job reports)") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"report input {path} is not JSON: {err}") from None
     if isinstance(data, list):
@@ -90,9 +124,10 @@ def entries_from_json(path: str | Path) -> list[dict[str, Any]]:
                            for side in ("before", "after")}}
     if isinstance(data.get("before"), dict) and isinstance(data.get("after"), dict):
         return _from_prune_report(data, path)
-    if "map50_95" in data or "mAP50-95" in data or "map50_95" in (data.get("metrics") or {}):
+    metrics = data.get("metrics")
+    if "map50_95" in data or "mAP50-95" in data or (isinstance(metrics, dict) and "map50_95" in metrics):
         return [_from_eval(data, path)]
-    if isinstance(data.get("steps"), list):
+    if isinstance(data.get("steps"), list) and all(isinstance(step, dict) for step in data["steps"]):
         return _from_iterative(data, path)
     raise ValueError(f"{path} is not a run JSON the report understands: expected a 'models' list, a prune report "
                      f"('before'/'after'), an evaluation ('map50_95') or an iterative result ('steps'); "
@@ -129,7 +164,8 @@ def _from_eval(data: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 def _from_iterative(data: dict[str, Any], path: Path) -> list[dict[str, Any]]:
-    metric = data.get("settings", {}).get("metric", "map50_95")
+    settings = data.get("settings")
+    metric = settings.get("metric", "map50_95") if isinstance(settings, dict) else "map50_95"
     rows = []
     for step in data["steps"]:
         rows.append(make_entry({"gmacs": step.get("gmacs"), "params_m": step.get("params_m"),

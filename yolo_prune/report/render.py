@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from yolo_prune.io import atomic_write_json, atomic_write_text
+from yolo_prune.io import atomic_write_json, atomic_write_text, staged_folder
 from yolo_prune.report.entries import make_entry
 from yolo_prune.report.plots import channels_plot, scatter_plot
 from yolo_prune.reporting import format_cell, format_table
@@ -54,14 +54,16 @@ def build_report(entries: Sequence[dict[str, Any]], out_dir: str | Path, *, titl
         raise ValueError("nothing to report: pass at least one run JSON (prune, eval or main-job report)")
     entries = [make_entry(e) for e in entries]
     out_dir = Path(out_dir)
-    plots = _make_plots(entries, out_dir / "plots")
     headers = [h for _, h in COLUMNS]
     rows = table_rows(entries)
-    markdown = _markdown(title, notes, headers, rows, plots, out_dir, summary)
-    paths = {"entries": atomic_write_json({"models": entries}, out_dir / "entries.json"),
-             "markdown": atomic_write_text(markdown, out_dir / "report.md"),
-             "html": atomic_write_text(_html(title, notes, headers, rows, plots, summary), out_dir / "report.html")}
-    return {**paths, **plots}
+    with staged_folder(out_dir) as stage:  # all the files, or (on an error) none of them
+        plots = _make_plots(entries, stage / "plots")
+        markdown = _markdown(title, notes, headers, rows, plots, stage, summary)
+        paths = {"entries": atomic_write_json({"models": entries}, stage / "entries.json"),
+                 "markdown": atomic_write_text(markdown, stage / "report.md"),
+                 "html": atomic_write_text(_html(title, notes, headers, rows, plots, summary), stage / "report.html"),
+                 **plots}
+    return {key: out_dir / path.relative_to(stage) for key, path in paths.items()}
 
 
 def _make_plots(entries: list[dict[str, Any]], plot_dir: Path) -> dict[str, Path]:

@@ -34,6 +34,7 @@ from torch import nn
 from yolo_prune.adapters.base import ADAPTERS, CfgForm, DetectorAdapter, LoadedModel, LossFn
 from yolo_prune.adapters.ultralytics import checkpoint
 from yolo_prune.io import CheckpointError
+from yolo_prune.io.lock import run_lock
 
 if TYPE_CHECKING:  # annotations only
     from yolo_prune.engine.finetune import FinetuneResult
@@ -229,7 +230,8 @@ class UltralyticsAdapter(DetectorAdapter):
         from yolo_prune.adapters.ultralytics.trainer import finetune
 
         out_dir = Path(out_dir)
-        tuned = finetune(loaded, data, project=out_dir.parent, name=out_dir.name, **renamed)
+        with run_lock(out_dir):  # one writer per run folder, as the generic engine
+            tuned = finetune(loaded, data, project=out_dir.parent, name=out_dir.name, **renamed)
         run_dir = Path(tuned.meta.get("run_dir", out_dir))
         return FinetuneResult(out_dir=run_dir, last=run_dir / "weights" / "last.pt", best=run_dir / "weights" / "best.pt",
                               best_fitness=None, epochs=int(settings.get("epochs") or 0),
