@@ -160,10 +160,12 @@ def error_line(err: BaseException) -> str:
 
 
 def _interrupted_hint(args: argparse.Namespace) -> str:
+    default = "outputs are written atomically, so nothing half-written was left; run the command again"
     hint = getattr(command_module(args.command), "interrupted_hint", None)
-    if hint is not None:
-        return hint(args)
-    return "outputs are written atomically, so nothing half-written was left; run the command again"
+    try:
+        return hint(args) if hint is not None else default
+    except (ValueError, OSError):  # flags the command had not checked yet when interrupted
+        return default
 
 
 @contextlib.contextmanager
