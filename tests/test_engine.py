@@ -301,6 +301,10 @@ def test_cli_one_epoch_writes_checkpoints_results_and_config(shapes_data, fast_h
     assert yaml.safe_load((out / "args.yaml").read_text())["settings"]["epochs"] == 1
     assert main(argv) == 2  # an existing run is not overwritten
     assert "--exist-ok" in capsys.readouterr().err
+    quiet = [*argv[:-1], str(tmp_path / "quiet"), "--quiet"]
+    assert main(quiet) == 0
+    captured = capsys.readouterr()
+    assert "epoch 1/1" not in captured.err and captured.out == ""  # --quiet: no bars, no printout
 
 
 class _Interrupt(TrainerCallbacks):

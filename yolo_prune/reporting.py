@@ -1,7 +1,16 @@
 """Plain-text tables for the terminal and markdown reports."""
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
+
+
+def progress_off() -> bool:
+    """Whether progress bars are off for this process (``--quiet`` sets ``TQDM_DISABLE``).
+
+    tqdm reads its ``TQDM_*`` defaults once, at import; a bar given ``disable=`` explicitly asks here.
+    """
+    return os.environ.get("TQDM_DISABLE", "").lower() not in ("", "0", "false")
 
 
 def format_cell(value: Any) -> str:

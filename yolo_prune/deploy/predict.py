@@ -28,6 +28,7 @@ from yolo_prune.data.transforms import scale_boxes
 from yolo_prune.deploy.images import preprocess, read_image  # noqa: F401  (part of this module's API)
 from yolo_prune.evaluation.nms import non_max_suppression
 from yolo_prune.io.atomic import atomic_path, atomic_write_json, atomic_write_text
+from yolo_prune.reporting import progress_off
 from yolo_prune.settings import IMG_SIZE
 
 LOGGER = logging.getLogger(__name__)
@@ -212,7 +213,7 @@ def predict(detector: Detector, sources: Sequence[str | Path], out_dir: str | Pa
     result = PredictResult(out_dir=Path(out_dir))
     result.out_dir.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
-    for path in tqdm(files, desc="predict", unit="file", disable=not progress):
+    for path in tqdm(files, desc="predict", unit="file", disable=not progress or progress_off()):
         is_video = path.suffix.lower() in VIDEO_SUFFIXES
         frames = _video_frames(path) if is_video else iter([read_image(path)])
         sink = _video_output(result.out_dir / path.name, path) if is_video and save_images else _no_video()

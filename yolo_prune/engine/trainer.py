@@ -33,6 +33,7 @@ from yolo_prune.engine.optim import (
 )
 from yolo_prune.engine.plots import ResultsLog, plot_results
 from yolo_prune.engine.settings import TrainSettings
+from yolo_prune.reporting import progress_off
 
 if TYPE_CHECKING:  # annotations only: the engine takes an adapter, it never imports the families
     from yolo_prune.adapters.base import DetectorAdapter
@@ -235,7 +236,7 @@ class Trainer:
                                               total_iters=nb * self.settings.epochs)
         self.model.train()
         mean = None
-        bar = tqdm(loader, total=nb, disable=not self.dist.is_main, dynamic_ncols=True,
+        bar = tqdm(loader, total=nb, disable=not self.dist.is_main or progress_off(), dynamic_ncols=True,
                    desc=f"epoch {epoch + 1}/{self.settings.epochs}")
         for step, batch in enumerate(bar):
             items = self.run_step(batch, epoch, step, nb)

@@ -24,6 +24,7 @@ from yolo_prune.evaluation.coco_eval import coco_metrics
 from yolo_prune.evaluation.nms import non_max_suppression
 from yolo_prune.evaluation.settings import DEFAULTS
 from yolo_prune.io.atomic import atomic_write_json
+from yolo_prune.reporting import progress_off
 from yolo_prune.settings import check_value
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def predict(model: nn.Module, loader: Any, dataset: Any, *, decode: Decode, devi
     seen: list[int] = []
     timer = _Timer(device)
     # a bar on terminals only (disable=None): logs, CI and --quiet (TQDM_DISABLE) stay clean
-    for imgs, _, image_ids, shapes in tqdm(loader, desc="evaluating", unit="batch", leave=False, disable=None):
+    for imgs, _, image_ids, shapes in tqdm(loader, desc="evaluating", unit="batch", leave=False, disable=progress_off() or None):
         timer.lap("data")
         imgs = imgs.to(device, non_blocking=True)
         imgs = (imgs.half() if half else imgs.float()) / 255.0
