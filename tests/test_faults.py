@@ -398,7 +398,9 @@ def test_report_accepts_or_clearly_refuses_any_json(content, accepted, tmp_path,
     out = tmp_path / "report"
     code, err = run_cli(["report", str(path), "--out", str(out)], capsys)
     if accepted:
-        rows = [line.split("|")[1:-1] for line in (out / "report.md").read_text().splitlines()[6:] if "|" in line]
+        lines = (out / "report.md").read_text().splitlines()
+        table = lines[next(i for i, line in enumerate(lines) if line.startswith("| model")) + 2:]  # after the header
+        rows = [line.split("|")[1:-1] for line in table if line.startswith("|")]
         assert code == 0 and [cell.strip() for cell in rows[-1][:4]] == (["b", "-", "1.1", "2"] if len(rows) == 2
                                                                          else ["only a name", "-", "-", "-"])
     else:
