@@ -27,26 +27,24 @@ S = TypeVar("S", bound="JobSettings")
 
 # What a setting of that name must be, in every job: checked when the settings are made, so a
 # bad value fails in one line before any model is loaded or run (``--conf nan``, ``--img 0``).
-FIELD_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+Rule = tuple[Callable[[float], bool], str]
+_AT_LEAST_1: Rule = (lambda v: v >= 1, "at least 1")
+_ZERO_OR_MORE: Rule = (lambda v: v >= 0, "0 or more")
+_RATIO: Rule = (lambda v: 0 <= v < 1, "in [0, 1) (e.g. 0.3 removes 30% of the channels)")
+
+FIELD_RULES: dict[str, Rule] = {
     "img_size": (lambda v: v >= 32 and v % 32 == 0, "a multiple of 32, at least 32 (e.g. 640)"),
-    "batch_size": (lambda v: v >= 1, "at least 1"),
-    "batch": (lambda v: v >= 1, "at least 1"),
-    "workers": (lambda v: v >= 0, "0 or more"),
     "conf_thres": (lambda v: 0 <= v < 1, "in [0, 1) (e.g. 0.001 to measure mAP, 0.25 to deploy)"),
     "iou_thres": (lambda v: 0 < v <= 1, "in (0, 1] (e.g. 0.65)"),
-    "max_det": (lambda v: v >= 1, "at least 1"),
     "max_images": (lambda v: v >= 1, "at least 1 (leave it out for all images)"),
-    "runs": (lambda v: v >= 1, "at least 1"),
-    "warmup": (lambda v: v >= 0, "0 or more"),
     "bench_runs": (lambda v: v >= 0, "0 or more (0 skips the latency benchmark)"),
-    "ratio": (lambda v: 0 <= v < 1, "in [0, 1) (e.g. 0.3 removes 30% of the channels)"),
-    "pruning_ratio": (lambda v: 0 <= v < 1, "in [0, 1) (e.g. 0.3 removes 30% of the channels)"),
     "max_pruning_ratio": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "round_to": (lambda v: v >= 1, "a channel multiple of at least 1, such as 8"),
-    "min_channels": (lambda v: v >= 1, "at least 1"),
-    "iterative_steps": (lambda v: v >= 1, "at least 1"),
-    "epochs_per_step": (lambda v: v >= 1, "at least 1"),
     "sparsity": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "ratio": _RATIO, "pruning_ratio": _RATIO,
+    "workers": _ZERO_OR_MORE, "warmup": _ZERO_OR_MORE,
+    **dict.fromkeys(("batch_size", "batch", "max_det", "runs", "min_channels", "iterative_steps", "epochs_per_step"),
+                    _AT_LEAST_1),
 }
 
 
