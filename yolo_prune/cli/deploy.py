@@ -7,6 +7,7 @@ from typing import Any
 
 from yolo_prune.cli.common import add_model_source_args, add_project_args, project_folder
 from yolo_prune.io.atomic import atomic_write_json
+from yolo_prune.settings import check_value
 
 PREDICT_OUT = Path("runs/predict/exp")
 
@@ -44,7 +45,7 @@ def run_predict(args: argparse.Namespace) -> dict[str, Any]:
     """Predicts on ``args.source``; prints what was written."""
     from yolo_prune.deploy.predict import Detector, predict
 
-    _check_thresholds(args.conf_thres, args.iou_thres, args.max_det)
+    _check_thresholds(args)
     settings = {"conf_thres": args.conf_thres, "iou_thres": args.iou_thres, "classes": args.classes,
                 "max_det": args.max_det}
     if args.weights is not None and args.weights.suffix in EXPORTED_SUFFIXES:
@@ -96,7 +97,7 @@ def run_export(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Exports to every ``--format``; prints each check and writes ``<out>.export.json``."""
     from yolo_prune.deploy.export import EXPORT_FORMATS, export_model
 
-    _check_thresholds(args.conf_thres, args.iou_thres, args.max_det)
+    _check_thresholds(args)
     loaded = _load(args)
     base = args.out or _default_export_path(args)
     summaries = []
@@ -193,10 +194,7 @@ def _load(args: argparse.Namespace) -> Any:
     return api.load(args.weights, cfg=args.cfg, family=args.family, trust=bool(args.trust))
 
 
-def _check_thresholds(conf_thres: float, iou_thres: float, max_det: int) -> None:
-    if not 0.0 <= conf_thres < 1.0:
-        raise ValueError(f"--conf-thres {conf_thres} must be in [0, 1)")
-    if not 0.0 < iou_thres <= 1.0:
-        raise ValueError(f"--iou-thres {iou_thres} must be in (0, 1]")
-    if max_det < 1:
-        raise ValueError(f"--max-det {max_det} must be at least 1")
+def _check_thresholds(args: argparse.Namespace) -> None:
+    """NMS settings by the rules every job's settings follow (``FIELD_RULES``), before any model loads."""
+    for name in ("conf_thres", "iou_thres", "max_det"):
+        check_value(name, getattr(args, name))

@@ -13,7 +13,6 @@ allow-list. What this module adds:
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,10 +33,9 @@ def save_last(path: str | Path, *, adapter: DetectorAdapter, model: nn.Module, n
               optimizer: torch.optim.Optimizer, train_state: dict[str, Any], meta: dict | None = None) -> Path:
     """Writes the full float32 training state (atomically, through the adapter)."""
     extra = {"epoch": epoch, "best_fitness": best_fitness or 0.0, "training_results": results_text,
-             "ema": standard_layout(ema.ema) if ema is not None else None,
-             "updates": ema.updates if ema is not None else None,
+             "ema": ema.ema if ema is not None else None, "updates": ema.updates if ema is not None else None,
              "optimizer": optimizer.state_dict(), "half": False, TRAIN_STATE_KEY: train_state}
-    return adapter.save(_as_loaded(adapter, standard_layout(model), names, meta), path, extra=extra)
+    return adapter.save(_as_loaded(adapter, model, names, meta), path, extra=extra)
 
 
 def save_best(path: str | Path, *, adapter: DetectorAdapter, model: nn.Module, names: list[str], epoch: int,
@@ -47,17 +45,7 @@ def save_best(path: str | Path, *, adapter: DetectorAdapter, model: nn.Module, n
     deploy = ema.ema if ema is not None else model
     extra = {"epoch": epoch, "best_fitness": best_fitness or 0.0, "training_results": results_text,
              "ema": None, "updates": None, "optimizer": None, "half": True}
-    return adapter.save(_as_loaded(adapter, standard_layout(deploy), names, meta), path, extra=extra)
-
-
-def standard_layout(model: nn.Module) -> nn.Module:
-    """``model`` when all its tensors are in the standard (NCHW) layout, else a copy that is.
-
-    Files keep the layout every reader expects (a channels_last weight breaks ``view`` in fusing).
-    """
-    if all(t.is_contiguous() for t in model.state_dict().values()):
-        return model
-    return copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    return adapter.save(_as_loaded(adapter, deploy, names, meta), path, extra=extra)
 
 
 def _as_loaded(adapter: DetectorAdapter, model: nn.Module, names: list[str], meta: dict | None) -> LoadedModel:

@@ -45,7 +45,7 @@ def run_iterative(loaded: LoadedModel, *, data: str | Path, steps: int, epochs_p
     out_dir = Path(out_dir)
     adapter = get_adapter(loaded.family)
     note = fit_classes(loaded, adapter, load_data_config(data).names, rename=rename_classes,
-                       seed=int(dict(prune_kwargs or {}).get("seed", 0)))
+                       seed=int((prune_kwargs or {}).get("seed", 0)))
     if note:
         LOGGER.info("iterative pruning: %s", note)
     score_fn = make_map_score_fn(loaded, adapter, data, img_size=img_size, max_images=max_images, metric=metric,

@@ -113,7 +113,7 @@ def read_checkpoint(path: str | Path, *, trust: bool = False) -> dict:
 def save_checkpoint(loaded: LoadedModel, path: str | Path, *, extra: dict | None = None) -> Path:
     """Writes the dict Ultralytics writes for a finished model (float32) atomically; ``extra`` is merged in."""
     ul = import_ultralytics()
-    model = copy.deepcopy(loaded.model).float().cpu().eval()
+    model = copy.deepcopy(loaded.model).float().cpu().to(memory_format=torch.contiguous_format).eval()  # NCHW files
     model.criterion = None
     blocks_module().reset_head_caches(model.model[-1])
     train_args = dict(loaded.meta.get("train_args") or {})

@@ -280,13 +280,17 @@ def save_checkpoint(model: nn.Module | LoadedModel, path: str | Path, *, names: 
 
 
 def _export_copy(model: nn.Module, half: bool, names: list[str] | None, cfg: dict | None = None) -> nn.Module:
-    """A detached copy ready to pickle: on CPU, float16 if ``half``, no grads, no cached grids."""
+    """A detached copy ready to pickle: on CPU, float16 if ``half``, no grads, no cached grids.
+
+    Tensors are written in the standard (NCHW) layout whatever the model trained in (a
+    channels_last weight breaks the ``view`` of Conv+BN fusing in every reader).
+    """
     if hasattr(model, "module") and not isinstance(model, yolo.Model):  # DDP / DataParallel wrapper
         model = model.module
     if not isinstance(model, yolo.Model):
         raise TypeError(f"save_checkpoint writes models.yolo.Model, got {type(model).__name__}; use the adapter of "
                         f"the model's family to save it")
-    out = copy.deepcopy(model).cpu()
+    out = copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format)
     out = out.half() if half else out.float()
     for p in out.parameters():
         p.requires_grad_(False)
