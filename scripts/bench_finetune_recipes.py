@@ -37,6 +37,8 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "adamw-2e-3": {**_ADAMW, "lr0": 0.002},
     "adamw-1e-3-mild": {**_ADAMW, "mosaic": 0.5, "scale": 0.3, "mixup": 0.0},
     "adamw-1e-3-nomosaic": {**_ADAMW, "mosaic": 0.0, "mixup": 0.0},
+    # the default before the box gain and the milder augmentation (the P5 values)
+    "adamw-1e-3-p5": {**_ADAMW, "box": 0.05, "mosaic": 1.0, "scale": 0.5, "mixup": 0.05},
 }
 
 

@@ -64,14 +64,15 @@ def make_card(run: Path) -> dict[str, Any]:
                 f"yolo-prune finetune --cfg {job['cfg']} --data data/demo/data.yaml --hyp configs/hyp/{hyp} "
                 f"--epochs {s['epochs']} --img {s['img_size']} --batch {s['batch_size']} "
                 f"--nominal-batch {s['nominal_batch']} --workers {s['workers']} --val-period {s['val_period']} "
-                f"--seed {s['seed']} --out runs/demo-baseline",
+                + (f"--close-mosaic {s['close_mosaic']} " if s.get("close_mosaic") else "")
+                + f"--seed {s['seed']} --out runs/demo-baseline",
                 "python scripts/ship_baseline.py runs/demo-baseline"]
     return {"cfg": job["cfg"], "data": data, "hyp": hyp, "epochs": s["epochs"], "seed": s["seed"],
             "img_size": s["img_size"], "commands": commands,
             "wall_s": round(sum(float(r["time_s"]) for r in rows), 1),
             "val": {"epoch": int(last_val["epoch"]) + 1, "map50_95": float(last_val["metrics/mAP50-95"]),
                     "map50": float(last_val["metrics/mAP50"])},
-            "machine": "2 CPU cores, no GPU (shared with other jobs while it trained)"}
+            "machine": "2 CPU cores, no GPU, OMP_NUM_THREADS=1 (beside a second training of the same length)"}
 
 
 if __name__ == "__main__":

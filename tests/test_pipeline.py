@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import yaml
 
@@ -16,7 +17,7 @@ def _tiny_settings(tmp_path) -> PipelineSettings:
     cfg_path.write_text(yaml.safe_dump(cfg))
     return PipelineSettings(cfg=str(cfg_path), out=tmp_path / "run", img_size=64, synthetic_train=8,
                             synthetic_val=4, baseline_epochs=1, finetune_epochs=1, batch_size=4, nominal_batch=4,
-                            val_period=1, workers=0, device="cpu", fps_runs=2, round_to=None)
+                            baseline_batch=2, val_period=1, workers=0, device="cpu", fps_runs=2, round_to=None)
 
 
 def test_main_job_runs_every_stage_and_reports(tmp_path, capsys):
@@ -29,6 +30,11 @@ def test_main_job_runs_every_stage_and_reports(tmp_path, capsys):
     assert control["gmacs"] == base["gmacs"] and control["params_m"] == base["params_m"]  # unpruned
     assert report["targets"]["macs_reduction"] == base["gmacs"] / tuned["gmacs"]
     assert report["baseline_origin"].startswith("trained here")  # the shipped one fits no 64 px run
+    # the baseline trains with its own recipe: hyp, batch and close-mosaic, not the fine-tune arms'
+    baseline_args = yaml.safe_load((settings.out / "baseline" / "args.yaml").read_text())
+    assert Path(baseline_args["hyp"]).name == Path(settings.hyp_baseline).name == "hyp.scratch.short.yaml"
+    assert baseline_args["settings"]["batch_size"] == baseline_args["settings"]["nominal_batch"] == 2
+    assert baseline_args["settings"]["close_mosaic"] == settings.baseline_close_mosaic > 0
     # the control arm got exactly the pruned arm's fine-tune: settings, hyp and seed; only the start differs
     arms = report["arms"]
     assert arms["control"]["settings"] == arms["pruned+finetuned"]["settings"]

@@ -97,6 +97,22 @@ def test_profiles_change_what_is_generated(dataset, tmp_path):
     assert len({(i["width"], i["height"]) for i in demo_data["images"]}) > 1  # mixed image shapes
 
 
+def _square_angles(data: dict) -> np.ndarray:
+    """Rotation of every square's first edge, in degrees folded to [-45, 45)."""
+    square = next(c["id"] for c in data["categories"] if c["name"] == "square")
+    polys = [np.reshape(a["segmentation"][0], (-1, 2)) for a in data["annotations"] if a["category_id"] == square]
+    angles = np.degrees([np.arctan2(*(p[1] - p[0])[::-1]) for p in polys])
+    return (angles + 45) % 90 - 45
+
+
+def test_profiles_limit_rotation(dataset, tmp_path):
+    demo = make_synthetic_dataset(tmp_path / "demo", n_train=48, n_val=0, img_size=128, seed=5, profile="demo")
+    demo_angles, hard_angles = _square_angles(_object_sides(demo)[1]), _square_angles(_object_sides(dataset)[1])
+    limit = PROFILES["demo"].max_angle
+    assert len(demo_angles) > 5 and limit < 45 and np.abs(demo_angles).max() <= limit + 0.5
+    assert np.abs(hard_angles).max() > limit + 5  # hard: any rotation
+
+
 def test_unknown_profile_names_the_known_ones(tmp_path):
     with pytest.raises(ValueError, match="unknown synthetic profile 'dmeo'.*'demo'"):
         make_synthetic_dataset(tmp_path / "x", n_train=1, n_val=1, img_size=64, profile="dmeo")

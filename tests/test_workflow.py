@@ -221,8 +221,8 @@ def test_atomic_outputs_follow_the_umask(tmp_path, umask, mode):
     assert stat.S_IMODE(path.stat().st_mode) == mode
 
 
-@pytest.mark.parametrize("name", ["hyp.finetune.yaml", "hyp.scratch.tiny.yaml", "hyp.scratch.p5.yaml",
-                                  "hyp.scratch.p6.yaml"])
+@pytest.mark.parametrize("name", ["hyp.finetune.yaml", "hyp.scratch.short.yaml", "hyp.scratch.tiny.yaml",
+                                  "hyp.scratch.p5.yaml", "hyp.scratch.p6.yaml"])
 def test_project_hyp_files_raise_no_warning(name, shapes_data):
     from yolo_prune.data import CocoDetectionDataset, load_data_config
     from yolo_prune.engine.hyp import load_hyp

@@ -47,16 +47,18 @@ class PipelineSettings(JobSettings):
     synthetic_train: int = 400
     synthetic_val: int = 100
     baseline_epochs: int = 150        # only when the baseline is trained here
+    baseline_batch: int = 8           # its batch and nominal batch
+    baseline_close_mosaic: int = 15   # its final epochs without mosaic
     finetune_epochs: int = 10         # both arms: the pruned model and the control
-    batch_size: int = 16
-    nominal_batch: int = 16           # optimizer step every this many images
+    batch_size: int = 8               # the fine-tune arms' batch: 50 optimizer steps per demo epoch
+    nominal_batch: int = 8            # optimizer step every this many images
     val_period: int = 5               # validate during fine-tuning every this many epochs
     ratio: float = 0.5
     importance: str = "l2"
     round_to: int | None = 8
     distill: bool = False             # the pruned arm (only) learns from the baseline as teacher
     control: bool = True              # fine-tune the unpruned baseline with the same budget
-    hyp_baseline: str | None = str(HYP_DIR / "hyp.scratch.tiny.yaml")
+    hyp_baseline: str | None = str(HYP_DIR / "hyp.scratch.short.yaml")
     hyp_finetune: str | None = None   # None: the project's fine-tuning hyp
     device: str = ""
     workers: int = 2
@@ -167,7 +169,8 @@ def _baseline(s: PipelineSettings, data: Path) -> tuple[Path, str]:
     if _shipped_fits(s):
         return SHIPPED_BASELINE, "shipped (yolo_prune/assets/yolov7-tiny-demo.json says how it was made)"
     path = _train(s.out / "baseline", s, data, epochs=s.baseline_epochs, hyp=s.hyp_baseline, cfg=s.cfg,
-                  step=f"[2/6] training the {s.cfg} baseline")
+                  step=f"[2/6] training the {s.cfg} baseline", batch_size=s.baseline_batch,
+                  nominal_batch=s.baseline_batch, close_mosaic=s.baseline_close_mosaic)
     return path, f"trained here from {s.cfg} for {s.baseline_epochs} epochs"
 
 
@@ -197,8 +200,12 @@ def _control(s: PipelineSettings, data: Path, baseline: Path) -> Path:
 
 
 def _train(run: Path, s: PipelineSettings, data: Path, *, epochs: int, hyp: str | None, step: str,
-           cfg: str | None = None, weights: Path | None = None, teacher: Path | None = None) -> Path:
-    """Trains into ``run`` unless finished; resumes a run that was interrupted."""
+           cfg: str | None = None, weights: Path | None = None, teacher: Path | None = None,
+           **overrides: Any) -> Path:
+    """Trains into ``run`` unless finished; resumes a run that was interrupted.
+
+    ``overrides`` replace the job's own ``TrainSettings`` (the baseline's batch and close-mosaic).
+    """
     best, last, done = run / "weights" / "best.pt", run / "weights" / "last.pt", run / "done.json"
     if done.exists() or (last.exists() and _finished(last)):
         return best
@@ -207,10 +214,11 @@ def _train(run: Path, s: PipelineSettings, data: Path, *, epochs: int, hyp: str 
         result = api.finetune(resume=run, trust=s.trust)
     else:
         print(f"{step} for {epochs} epochs ({run})")
+        train = {"epochs": epochs, "img_size": s.img_size, "batch_size": s.batch_size,
+                 "nominal_batch": s.nominal_batch, "val_period": s.val_period, "device": s.device,
+                 "workers": s.workers, "seed": s.seed} | overrides
         result = api.finetune(weights, cfg=cfg, data=data, out_dir=run, hyp=hyp, teacher=teacher, exist_ok=True,
-                              trust=s.trust, epochs=epochs, img_size=s.img_size, batch_size=s.batch_size,
-                              nominal_batch=s.nominal_batch, val_period=s.val_period, device=s.device,
-                              workers=s.workers, seed=s.seed)
+                              trust=s.trust, **train)
     atomic_write_json(result.summary(), done)
     return best
 

@@ -27,8 +27,8 @@ class Budget:
 
     epochs: int = 10
     img_size: int = 160
-    batch_size: int = 16
-    nominal_batch: int = 16
+    batch_size: int = 8             # 50 optimizer steps per epoch on the 400-image demo set
+    nominal_batch: int = 8
     hyp: str | None = None          # None: the project's fine-tuning hyp
     val_period: int = 5
     workers: int = 2

@@ -58,8 +58,9 @@ def finetune(model: LoadedModel | str | Path | None = None, *, data: str | Path 
         raise ValueError("no data given: pass --data path/to/data.yaml (or --resume to continue a run)")
     loaded = _model(model, cfg=cfg, family=family, trust=trust, data=data)
     adapter = get_adapter(loaded.family)
-    record = {"weights": str(model) if isinstance(model, (str, Path)) else loaded.source, "cfg": cfg,
-              "trust": trust}
+    # a model built from ``cfg`` has no weights file (ship_baseline.py tells such runs by this)
+    weights = str(model) if isinstance(model, (str, Path)) else None if model is None else loaded.source
+    record = {"weights": weights, "cfg": cfg, "trust": trust}
     return adapter.finetune(loaded, data, out_dir=out_dir, hyp=hyp, teacher=_teacher(teacher, family, trust),
                             exist_ok=exist_ok, callbacks=callbacks, record=record, **settings)
 
