@@ -21,7 +21,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from yolo_prune.io import atomic_path, atomic_write_json  # noqa: E402
+from yolo_prune.io import atomic_write_json  # noqa: E402
+from yolo_prune.recovery import read_curve  # noqa: E402
+from yolo_prune.report.plots import pyplot, save_figure  # noqa: E402
 from yolo_prune.reporting import format_table  # noqa: E402
 
 
@@ -31,22 +33,16 @@ def run_curve(run: Path, label: str) -> dict[str, Any]:
     rows = list(csv.DictReader((run / "results.csv").open()))
     data = Path(job["data"])
     header = data.read_text().splitlines()[0] if data.exists() else str(data)
-    curve = [{"epoch": int(r["epoch"]) + 1, "map50_95": float(r["metrics/mAP50-95"]), "map50": float(r["metrics/mAP50"])}
-             for r in rows if r.get("metrics/mAP50-95")]
     s = job["settings"]
     return {"label": label, "run": str(run), "data": header, "hyp": Path(job["hyp"]).name if job.get("hyp") else None,
             "epochs": s["epochs"], "batch_size": s["batch_size"], "close_mosaic": s.get("close_mosaic", 0),
-            "epochs_done": len(rows), "train_s": round(sum(float(r["time_s"]) for r in rows), 1), "curve": curve}
+            "epochs_done": len(rows), "train_s": round(sum(float(r["time_s"]) for r in rows), 1),
+            "curve": read_curve(run / "results.csv")}
 
 
 def plot(runs: list[dict[str, Any]], out: Path) -> None:
     """mAP50-95 against epoch, one line per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = pyplot().subplots(figsize=(7, 4.5))
     for r in runs:
         ax.plot([p["epoch"] for p in r["curve"]], [p["map50_95"] for p in r["curve"]], marker="o", ms=3,
                 label=r["label"])
@@ -55,9 +51,7 @@ def plot(runs: list[dict[str, Any]], out: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

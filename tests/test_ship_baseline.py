@@ -1,19 +1,28 @@
-"""scripts/ship_baseline.py: the card of a baseline run says the commands that re-create it."""
+"""scripts/ship_baseline.py and scripts/learning_curves.py on a real (tiny) baseline run."""
 from __future__ import annotations
 
+import json
+
+import pytest
 import yaml
 
 from tests._fixtures_data import load_script
 from yolo_prune.data.synthetic import make_synthetic_dataset
 
 
-def test_card_of_a_cfg_run_has_the_commands_that_remake_it(tmp_path):
+@pytest.fixture(scope="module")
+def cfg_run(tmp_path_factory):
     from yolo_prune import api
 
-    data = make_synthetic_dataset(tmp_path / "data", n_train=4, n_val=2, img_size=64, profile="demo")
-    run = tmp_path / "run"
-    api.finetune(cfg="yolov7-tiny", data=data, out_dir=run, epochs=2, img_size=64, batch_size=2, nominal_batch=2,
-                 close_mosaic=1, workers=0, device="cpu", val_period=1)
+    tmp = tmp_path_factory.mktemp("baseline")
+    data = make_synthetic_dataset(tmp / "data", n_train=4, n_val=2, img_size=64, profile="demo")
+    api.finetune(cfg="yolov7-tiny", data=data, out_dir=tmp / "run", epochs=2, img_size=64, batch_size=2,
+                 nominal_batch=2, close_mosaic=1, workers=0, device="cpu", val_period=1)
+    return tmp / "run"
+
+
+def test_card_of_a_cfg_run_has_the_commands_that_remake_it(cfg_run):
+    run = cfg_run
     assert yaml.safe_load((run / "args.yaml").read_text())["weights"] is None  # built from the cfg, no file
     card = load_script("ship_baseline").make_card(run)
     assert card["data"] == {"profile": "demo", "seed": 0, "img_size": 64, "n_train": 4, "n_val": 2}
@@ -23,3 +32,15 @@ def test_card_of_a_cfg_run_has_the_commands_that_remake_it(tmp_path):
     assert train.startswith("yolo-prune finetune --cfg yolov7-tiny --data data/demo/data.yaml")
     assert "--epochs 2 " in train and "--batch 2 --nominal-batch 2 " in train and "--close-mosaic 1 " in train
     assert card["epochs"] == 2 and card["val"]["epoch"] == 2 and 0.0 <= card["val"]["map50_95"] <= 1.0
+
+
+def test_learning_curves_write_each_runs_validations(cfg_run, tmp_path):
+    out = tmp_path / "curves"
+    runs = load_script("learning_curves").main([str(cfg_run), "--labels", "tiny", "--out", str(out)])
+    written = json.loads(out.with_suffix(".json").read_text())["runs"]
+    assert written == runs and [p["epoch"] for p in runs[0]["curve"]] == [1, 2]
+    assert runs[0]["label"] == "tiny" and runs[0]["batch_size"] == 2 and runs[0]["close_mosaic"] == 1
+    assert runs[0]["data"].startswith("# yolo-prune synthetic shapes, profile demo")
+    assert out.with_suffix(".png").stat().st_size > 0
+    with pytest.raises(SystemExit):  # one label per run
+        load_script("learning_curves").main([str(cfg_run), "--labels", "a", "b", "--out", str(out)])
