@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from yolo_prune.paths import MODEL_CFGS_DIR
-from yolo_prune.pipeline import PipelineSettings, main_job, targets, verdict
+from yolo_prune.pipeline import PipelineSettings, _prune_plan, main_job, targets, verdict
 
 
 def _tiny_settings(tmp_path) -> PipelineSettings:
@@ -30,6 +31,12 @@ def test_main_job_runs_every_stage_and_reports(tmp_path, capsys):
     assert control["gmacs"] == base["gmacs"] and control["params_m"] == base["params_m"]  # unpruned
     assert report["targets"]["macs_reduction"] == base["gmacs"] / tuned["gmacs"]
     assert report["baseline_origin"].startswith("trained here")  # the shipped one fits no 64 px run
+    # no --ratio: per-stage ratios allocated from a sensitivity scan scored on train images, val unseen
+    assert "sensitivity scan" in report["pruning"] and f"{settings.reduction:g}x" in report["pruning"]
+    scan_args = yaml.safe_load((settings.out / "sensitivity" / "args.yaml").read_text())
+    assert scan_args["split"] == "train" and scan_args["reduction"] == settings.reduction
+    assert (settings.out / "sensitivity" / "recipe.yaml").exists()
+    assert report["targets"]["macs_reduction"] > 3
     # the baseline trains with its own recipe: hyp, batch and close-mosaic, not the fine-tune arms'
     baseline_args = yaml.safe_load((settings.out / "baseline" / "args.yaml").read_text())
     assert Path(baseline_args["hyp"]).name == Path(settings.hyp_baseline).name == "hyp.scratch.short.yaml"
@@ -89,3 +96,15 @@ def test_distill_applies_to_the_pruned_arm_only(tmp_path):
     assert arms["pruned+finetuned"]["teacher"] is not None and arms["control"]["teacher"] is None
     assert "Distillation: the pruned arm" in (settings.out / "report" / "report.md").read_text()
 
+
+
+def test_a_ratio_or_a_recipe_replaces_the_allocation_and_both_are_refused(tmp_path):
+    settings = PipelineSettings(out=tmp_path, ratio=0.3, round_to=8)
+    kwargs, plan = _prune_plan(settings, Path("unused.pt"), Path("unused.yaml"))  # neither is read: no scan
+    assert kwargs == {"pruning_ratio": 0.3, "importance": "l2", "round_to": 8} and "ratio 0.3" in plan
+    settings = PipelineSettings(out=tmp_path, recipe=Path("uniform-30"))
+    kwargs, plan = _prune_plan(settings, Path("unused.pt"), Path("unused.yaml"))
+    assert kwargs["pruning_ratio"] == 0.3 and plan == "recipe uniform-30"
+    settings.ratio = 0.5
+    with pytest.raises(ValueError, match="pass one of them"):
+        _prune_plan(settings, Path("unused.pt"), Path("unused.yaml"))

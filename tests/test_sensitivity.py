@@ -213,3 +213,23 @@ def test_cli_scans_allocates_and_writes_a_recipe_that_meets_the_target(tmp_path)
     # outputs are not overwritten without --force; --from-scan re-allocates without scanning
     assert main([*args, "--reduction", "1.5"]) == 2
     assert main([*args, "--from-scan", str(out / "sensitivity.json"), "--target-params-m", "0.3", "--force"]) == 0
+
+
+def test_the_scan_scores_the_split_it_is_given(tmp_path, monkeypatch):
+    """``split="train"`` keeps the val images out of the allocation (the main job's scan does this)."""
+    import yolo_prune.evaluation as evaluation
+    from yolo_prune import api
+    from yolo_prune.data.synthetic import make_synthetic_dataset
+    from yolo_prune.pruning.sensitivity import make_map_score_fn
+
+    data = make_synthetic_dataset(tmp_path / "data", n_train=2, n_val=2, img_size=64, seed=0, profile="demo")
+    loaded = api.load(cfg="yolov7-tiny", nc=5)
+    seen = []
+    monkeypatch.setattr(evaluation, "evaluate", lambda model, dataset, **kw: seen.append(dataset.images_dir)
+                        or {"map50_95": 0.25})
+    for split in ("train", "val"):
+        score = make_map_score_fn(loaded, api.adapter_of(loaded), data, img_size=64, max_images=2, split=split)
+        assert score(loaded.model) == 0.25
+    assert [p.name for p in seen] == ["train", "val"]
+    with pytest.raises(ValueError, match="--split train or val"):
+        make_map_score_fn(loaded, api.adapter_of(loaded), data, img_size=64, max_images=2, split="test")

@@ -22,14 +22,16 @@ from yolo_prune.benchmark import BenchmarkSettings, model_summary
 from yolo_prune.jobs.evaluate import evaluate_model
 from yolo_prune.jobs.finetune import finetune
 from yolo_prune.jobs.prune import PrunedCfgWarning, cfg_note, prune_loaded, save_cfg
+from yolo_prune.jobs.sensitivity import run_sensitivity, stage_allocation
 from yolo_prune.pruning import PruneResult
 from yolo_prune.settings import IMG_SIZE
 
 __all__ = ["PrunedCfgWarning", "adapter_of", "benchmark", "cfg_note", "evaluate", "finetune", "get_adapter", "load",
-           "prune", "save", "save_cfg"]
+           "prune", "save", "save_cfg", "sensitivity", "stage_allocation"]
 
 load = load_model
 evaluate = evaluate_model
+sensitivity = run_sensitivity  # SensitivitySettings -> scan (+ allocation into a recipe yaml)
 
 
 def adapter_of(loaded: LoadedModel) -> DetectorAdapter:

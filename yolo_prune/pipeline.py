@@ -31,6 +31,7 @@ from yolo_prune.settings import JobSettings
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 SHIPPED_BASELINE = ASSETS_DIR / "yolov7-tiny-demo.pt"   # its recipe and scores: the .json beside it
+REDUCTION_TOLERANCE = 0.02  # the allocation's GMACs within 2 % of baseline / reduction
 
 
 @dataclass
@@ -50,10 +51,14 @@ class PipelineSettings(JobSettings):
     baseline_batch: int = 8           # its batch and nominal batch
     baseline_close_mosaic: int = 15   # its final epochs without mosaic
     finetune_epochs: int = 10         # both arms: the pruned model and the control
-    batch_size: int = 8               # the fine-tune arms' batch: 50 optimizer steps per demo epoch
-    nominal_batch: int = 8            # optimizer step every this many images
+    batch_size: int = 4               # the fine-tune arms' batch: 100 optimizer steps per demo epoch
+    nominal_batch: int = 4            # optimizer step every this many images
     val_period: int = 5               # validate during fine-tuning every this many epochs
-    ratio: float = 0.5
+    ratio: float | None = None        # one ratio for every group; None: per-stage ratios from a sensitivity scan
+    reduction: float = 3.3            # that allocation's target: baseline GMACs / pruned GMACs
+    recipe: Path | None = None        # or a recipe yaml / name in configs/prune/ (replaces ratio and reduction)
+    scan_images: int = 100            # train images (unaugmented) that score the scan: val stays unseen
+    scan_ratios: tuple[float, ...] = (0.3, 0.5, 0.7)  # 0.9 on the deep stages cost 3-4 points after fine-tuning
     importance: str = "l2"
     round_to: int | None = 8
     distill: bool = False             # the pruned arm (only) learns from the baseline as teacher
@@ -74,12 +79,13 @@ def main_job(s: PipelineSettings, *, command_line: str | None = None) -> dict[st
 
     ``command_line`` (the CLI passes its own) is shown in the report; None: the settings' equivalent.
     """
+    _check_plan(s)  # a bad recipe fails now, not after the baseline has trained
     s.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(yaml.safe_dump(_plain(dataclasses.asdict(s)), sort_keys=False), s.out / "settings.yaml")
     started = time.perf_counter()
     data = s.data or _synthetic_data(s)
     baseline_path, baseline_origin = _baseline(s, data)
-    pruned_path = _prune(s, baseline_path)
+    pruned_path = _prune(s, baseline_path, data)
     stages = {"baseline": baseline_path, "pruned": pruned_path,
               "pruned+finetuned": _finetune(s, data, pruned_path, baseline_path)}
     if s.control:
@@ -87,6 +93,7 @@ def main_job(s: PipelineSettings, *, command_line: str | None = None) -> dict[st
     rows = {name: _evaluate(s, data, path, name) for name, path in stages.items()}
     report = {"command": command_line or f"yolo-prune run --out {s.out}  # from the API; settings in settings.yaml",
               "settings": _plain(dataclasses.asdict(s)), "data": str(data), "baseline_origin": baseline_origin,
+              "pruning": json.loads(pruned_path.with_suffix(".json").read_text()).get("plan"),
               "models": list(rows.values()), "arms": _arms(s, stages), "wall_s": round(time.perf_counter() - started, 1)}
     report["targets"] = targets(rows)
     report["speed"] = _speed(s, stages)
@@ -174,17 +181,57 @@ def _baseline(s: PipelineSettings, data: Path) -> tuple[Path, str]:
     return path, f"trained here from {s.cfg} for {s.baseline_epochs} epochs"
 
 
-def _prune(s: PipelineSettings, baseline: Path) -> Path:
+def _prune(s: PipelineSettings, baseline: Path, data: Path) -> Path:
     out = s.out / "pruned" / "pruned.pt"
     if out.exists():
         return out
-    print(f"[3/6] pruning {baseline} at ratio {s.ratio} ({s.importance}, round_to {s.round_to})")
+    kwargs, plan = _prune_plan(s, baseline, data)
+    print(f"[3/6] pruning {baseline}: {plan}")
     loaded = api.load(baseline, trust=s.trust)
-    result = api.prune(loaded, img_size=s.img_size, importance=s.importance, pruning_ratio=s.ratio,
-                       round_to=s.round_to, seed=s.seed)
+    result = api.prune(loaded, img_size=s.img_size, seed=s.seed, **kwargs)
     api.save(loaded, out)
-    atomic_write_json(result.summary(), out.with_suffix(".json"))
+    atomic_write_json(result.summary() | {"plan": plan}, out.with_suffix(".json"))
     return out
+
+
+def _check_plan(s: PipelineSettings) -> None:
+    from yolo_prune.pruning.recipe import read_recipe
+
+    if s.recipe is not None and s.ratio is not None:
+        raise ValueError("--recipe and --ratio both set the pruning ratios: pass one of them")
+    if s.recipe is not None:
+        read_recipe(s.recipe)
+    elif s.ratio is None and not s.reduction > 1:
+        raise ValueError(f"--reduction is baseline GMACs / pruned GMACs and must be > 1 (e.g. 3), got {s.reduction}")
+    elif s.ratio is None and not (s.scan_ratios and all(0 < r < 1 for r in s.scan_ratios)):
+        raise ValueError(f"--scan-ratios must be ratios in (0, 1), e.g. 0.3 0.5 0.7; got {list(s.scan_ratios)}")
+
+
+def _prune_plan(s: PipelineSettings, baseline: Path, data: Path) -> tuple[dict[str, Any], str]:
+    """``prune_model`` arguments and a sentence saying how they were chosen: recipe, ratio or allocation."""
+    from yolo_prune.pruning.recipe import load_recipe
+
+    _check_plan(s)
+    if s.recipe is not None:
+        return load_recipe(s.recipe), f"recipe {s.recipe}"
+    if s.ratio is not None:
+        return ({"pruning_ratio": s.ratio, "importance": s.importance, "round_to": s.round_to},
+                f"ratio {s.ratio} in every group ({s.importance}, round_to {s.round_to})")
+    recipe = _allocate(s, baseline, data)
+    return load_recipe(recipe), (f"per-stage ratios allocated for {s.reduction:g}x fewer GMACs from a sensitivity "
+                                 f"scan on {s.scan_images} train images ({recipe}; {s.importance}, round_to {s.round_to})")
+
+
+def _allocate(s: PipelineSettings, baseline: Path, data: Path) -> Path:
+    """Scans each output-stride stage's damage on train images and allocates ratios for ``reduction``."""
+    out = s.out / "sensitivity"
+    if not (out / "recipe.yaml").exists():
+        print(f"[3/6] sensitivity scan of {baseline}: each stride stage alone at ratios "
+              f"{', '.join(f'{r:g}' for r in s.scan_ratios)}, scored on {s.scan_images} train images")
+    return api.stage_allocation(baseline, data, out, reduction=s.reduction, ratios=s.scan_ratios,
+                                images=s.scan_images, img_size=s.img_size, importance=s.importance,
+                                round_to=s.round_to, tolerance=REDUCTION_TOLERANCE, batch_size=s.batch_size,
+                                device=s.device, workers=s.workers, trust=s.trust)
 
 
 def _finetune(s: PipelineSettings, data: Path, pruned: Path, baseline: Path) -> Path:
@@ -273,7 +320,7 @@ def _write_pages(s: PipelineSettings, report: dict[str, Any]) -> None:
 
     t = report["targets"]
     notes = [f"Command: `{report['command']}` (all settings in `settings.yaml`).",
-             f"Baseline: {report['baseline_origin']}.", verdict(t)]
+             f"Baseline: {report['baseline_origin']}.", f"Pruning: {report['pruning']}.", verdict(t)]
     if s.distill:
         notes.append("Distillation: the pruned arm learned from the baseline as teacher; the control did not.")
     arms = report["arms"]

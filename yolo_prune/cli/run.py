@@ -28,7 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     setting(parser, "--finetune-epochs", settings=s, dest="finetune_epochs", type=int,
             help="fine-tune budget of both arms (the pruned model and the control)")
     setting(parser, "--batch", "--batch-size", settings=s, dest="batch_size", type=int, help="batch size")
-    setting(parser, "--ratio", settings=s, dest="ratio", type=float, help="channel pruning ratio")
+    setting(parser, "--ratio", settings=s, dest="ratio", type=float,
+            help="one channel pruning ratio for every group (default: per-stage ratios from a sensitivity scan)")
+    setting(parser, "--reduction", settings=s, dest="reduction", type=float,
+            help="the scan's allocation target: baseline GMACs / pruned GMACs")
+    setting(parser, "--recipe", settings=s, dest="recipe", type=Path,
+            help="prune with this recipe yaml (or a name in configs/prune/) instead")
+    setting(parser, "--scan-images", settings=s, dest="scan_images", type=int,
+            help="train images (unaugmented) that score the sensitivity scan")
+    setting(parser, "--scan-ratios", settings=s, dest="scan_ratios", type=float, nargs="+",
+            help="ratios the scan tries per stride stage (the largest caps the allocation)")
     setting(parser, "--importance", settings=s, dest="importance", help="channel criterion")
     setting(parser, "--round-to", settings=s, dest="round_to", type=int, help="keep channel counts multiples of this")
     switch(parser, "--distill", dest="distill", help="distil from the baseline (pruned arm only)")

@@ -14,7 +14,7 @@ from yolo_prune.cli.common import add_model_source_args, setting, settings_from_
 from yolo_prune.jobs.sensitivity import run_sensitivity
 from yolo_prune.pruning.allocation import TARGET_METRICS, Allocation
 from yolo_prune.pruning.importance import IMPORTANCES
-from yolo_prune.pruning.sensitivity import UNIT_KINDS
+from yolo_prune.pruning.sensitivity import SCORE_SPLITS, UNIT_KINDS
 from yolo_prune.pruning.settings import SCORE_METRICS, SensitivitySettings
 from yolo_prune.reporting import format_table
 
@@ -28,8 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                           weights_help="checkpoint to scan (official YOLOv7 or ultralytics .pt)",
                           cfg_help="model cfg: builds a random model when --weights is absent")
     data = parser.add_argument_group("evaluation")
-    setting(data, "--data", settings=s, dest="data", type=Path, help="data yaml; its val split scores every point")
-    setting(data, "--max-images", settings=s, dest="max_images", type=int, help="score on the first N val images")
+    setting(data, "--data", settings=s, dest="data", type=Path, help="data yaml; its --split scores every point")
+    setting(data, "--split", settings=s, dest="split", choices=SCORE_SPLITS,
+            help="split that scores the points: val, or train (unaugmented) to keep val unseen by the allocation")
+    setting(data, "--max-images", settings=s, dest="max_images", type=int, help="score on the first N images")
     setting(data, "--metric", settings=s, dest="metric", choices=SCORE_METRICS, help="score of each point")
     setting(data, "--batch", "--batch-size", settings=s, dest="batch_size", type=int, help="evaluation batch size")
     setting(data, "--device", settings=s, dest="device", help="'' (GPU if any), cpu, 0, cuda:1 (evaluation, latency)")

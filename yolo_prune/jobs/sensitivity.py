@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -58,18 +58,42 @@ def run_sensitivity(settings: SensitivitySettings) -> dict[str, Any]:
     return summary
 
 
+def stage_allocation(weights: str | Path, data: str | Path, out: Path, *, reduction: float,
+                     ratios: Sequence[float] = (0.3, 0.5, 0.7), images: int = 100, img_size: int,
+                     importance: str = "l2", round_to: int | None = None, tolerance: float = 0.02,
+                     **evaluation: Any) -> Path:
+    """A recipe of per-stride-stage ratios for ``reduction`` x fewer GMACs; returns its path.
+
+    The main job's and the recovery table's allocation: each output-stride stage is pruned alone
+    at each of ``ratios`` (the largest caps the allocation), scored on the first ``images``
+    unaugmented *train* images, so that the val split which judges the pruned model did not
+    choose its ratios. A recipe already in ``out`` is returned as it is and a finished scan is
+    reused, so an interrupted job continues. ``evaluation``: ``batch_size``, ``device``,
+    ``workers``, ``trust``.
+    """
+    recipe, scan = out / "recipe.yaml", out / "sensitivity.json"
+    if recipe.exists():
+        return recipe
+    summary = run_sensitivity(SensitivitySettings(
+        weights=weights, data=data, split="train", max_images=images, img_size=img_size, ratios=tuple(ratios),
+        units="stride", importance=importance, round_to=round_to, reduction=reduction, tolerance=tolerance,
+        out=out, force=True, from_scan=scan if scan.exists() else None, **evaluation))
+    return Path(summary["recipe"])
+
+
 def _run_scan(loaded: LoadedModel, adapter: DetectorAdapter, s: SensitivitySettings) -> SensitivityResult:
     if s.data is None:
         raise ValueError("the scan scores models on a validation set: pass --data path/to/data.yaml "
                          "(or --from-scan sensitivity.json to allocate from an earlier scan)")
     score_fn = make_map_score_fn(loaded, adapter, s.data, img_size=s.img_size, max_images=s.max_images,
-                                 batch_size=s.batch_size, device=s.device, metric=s.metric, workers=s.workers)
+                                 batch_size=s.batch_size, device=s.device, metric=s.metric, workers=s.workers,
+                                 split=s.split)
     latency_fn = make_latency_fn(adapter, s.img_size, device=s.device) if s.latency else None
     scan = scan_sensitivity(loaded.model, adapter, score_fn, ratios=s.ratios, units=_units(s.units),
                             img_size=s.img_size, latency_fn=latency_fn,
                             prune_settings={"importance": s.importance, "round_to": s.round_to})
-    scan.settings.update({"metric": s.metric, "max_images": s.max_images, "weights": s.weights, "cfg": s.cfg,
-                          "data": s.data})
+    scan.settings.update({"metric": s.metric, "split": s.split, "max_images": s.max_images, "weights": s.weights,
+                          "cfg": s.cfg, "data": s.data})
     return scan
 
 
@@ -150,6 +174,6 @@ def _provenance(scan: SensitivityResult, s: SensitivitySettings, scan_path: Path
     settings = scan.settings
     return {"created_by": "yolo-prune sensitivity", "date": datetime.date.today().isoformat(),
             "model": str(s.weights or s.cfg or settings.get("weights") or settings.get("cfg")),
-            "data": str(settings.get("data")), "metric": settings.get("metric"),
+            "data": str(settings.get("data")), "split": settings.get("split"), "metric": settings.get("metric"),
             "baseline_score": scan.baseline["score"], "scan_ratios": settings.get("ratios"),
             "units": settings.get("units"), "img_size": settings.get("img_size"), "scan": str(scan_path)}

@@ -161,7 +161,7 @@ def _after(result: PruneResult, adapter: DetectorAdapter, trace_inputs: torch.Te
     _measure_after(result, s["img_size"])
     result.widths = width_report(plans, widths, global_pruning=s["global_pruning"])
     warn_if_dishonoured(result.widths, pruning_ratio=s["pruning_ratio"], min_channels=s["min_channels"],
-                        macs_reduction=result.macs_reduction)
+                        macs_reduction=result.macs_reduction, layer_ratios=bool(s.get("layer_ratios")))
 
 
 def _before(model: nn.Module, adapter: DetectorAdapter, settings: dict[str, Any],

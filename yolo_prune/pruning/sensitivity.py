@@ -41,6 +41,7 @@ ScoreFn = Callable[[nn.Module], float]
 CostFn = Callable[[nn.Module], float]
 
 UNIT_KINDS = ("group", "stride")
+SCORE_SPLITS = ("val", "train")
 # prune_model arguments the scan itself decides; everything else may be passed through.
 _SCAN_OWNED = ("pruning_ratio", "layer_ratios", "img_size", "dry_run", "global_pruning")
 
@@ -273,16 +274,24 @@ def _device(model: nn.Module) -> torch.device:
 # -- score and latency functions for real models (COCO mAP on a val subset, fused latency) ----------
 def make_map_score_fn(loaded: LoadedModel, adapter: DetectorAdapter, data: str | Path, *, img_size: int,
                       max_images: int | None, batch_size: int = D.batch_size, device: str = D.device,
-                      metric: str = D.metric, workers: int = D.workers) -> Callable[[nn.Module], float]:
-    """``model -> mAP`` on the first ``max_images`` images of the data's val split (``adapter.decode``)."""
+                      metric: str = D.metric, workers: int = D.workers,
+                      split: str = D.split) -> Callable[[nn.Module], float]:
+    """``model -> mAP`` on the first ``max_images`` images of the data's ``split`` (``adapter.decode``).
+
+    ``split="train"`` (without augmentation) keeps the val split unseen by the allocation, so that
+    a recipe chosen from the scan is judged on images that did not choose it.
+    """
     from yolo_prune.data import CocoDetectionDataset, load_data_config
     from yolo_prune.evaluation import evaluate
 
+    if split not in SCORE_SPLITS:
+        raise ValueError(f"the scan scores on the train or val split, got {split!r}: pass --split train or val")
     cfg = load_data_config(data)
-    if cfg.val_images is None:
-        raise ValueError(f"{data} has no val split; the scan needs one to score pruned models")
+    images, ann = (cfg.val_images, cfg.val_ann) if split == "val" else (cfg.train_images, cfg.train_ann)
+    if images is None:
+        raise ValueError(f"{data} has no {split} split; the scan needs one to score pruned models (or pass --split)")
     stride = max(32, int(max(loaded.stride)) if loaded.stride else 32)
-    dataset = CocoDetectionDataset(cfg.val_images, cfg.val_ann, img_size=img_size, augment=False, rect=True,
+    dataset = CocoDetectionDataset(images, ann, img_size=img_size, augment=False, rect=True,
                                    batch_size=batch_size, stride=stride)
 
     def score(model: nn.Module) -> float:

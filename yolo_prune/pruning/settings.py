@@ -79,8 +79,9 @@ class SensitivitySettings(ModelSourceSettings):
     """Resolved settings of one sensitivity scan and allocation (``yolo-prune sensitivity``).
 
     Attributes:
-        data: Data yaml; its val split scores every scan point.
-        max_images: Score on the first N val images (speed).
+        data: Data yaml; its ``split`` scores every scan point.
+        split: ``val`` or ``train`` (unaugmented; keeps val unseen by the allocation).
+        max_images: Score on the first N images of that split (speed).
         metric: Score of each point (``map50_95``, ``map50``, ``map75``).
         batch_size: Evaluation batch size.
         device: Device of evaluation and latency (``''``: GPU if any).
@@ -104,6 +105,7 @@ class SensitivitySettings(ModelSourceSettings):
     """
 
     data: Path | None = None
+    split: str = "val"
     max_images: int | None = 100
     metric: str = "map50_95"
     batch_size: int = EvalSettings.batch_size

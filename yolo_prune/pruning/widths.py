@@ -112,15 +112,16 @@ def width_report(plans: list[GroupWidth], channels_after: dict[str, int], *, glo
 
 
 def warn_if_dishonoured(report: dict[str, Any], *, pruning_ratio: float, min_channels: int,
-                        macs_reduction: float) -> str | None:
-    """Logs (and returns) one warning when some groups could not be pruned as the ratio asked."""
+                        macs_reduction: float, layer_ratios: bool = False) -> str | None:
+    """Logs (and returns) one warning when some groups could not be pruned as the ratio(s) asked."""
     held, whole, below = report["held_at_minimum"], report["left_whole"], report["below_minimum"]
     if not (held or whole or below):
         return None
     parts = [f"{len(held)} of {report['groups']} groups held at the minimum width (min_channels={min_channels})"
              if held else "", f"{len(whole)} left whole (e.g. {whole[0]})" if whole else "",
              f"{len(below)} cut below {min_channels} channels by the global ranking (e.g. {below[0]})" if below else ""]
-    message = (f"pruning ratio {pruning_ratio} could not be honoured everywhere: {', '.join(p for p in parts if p)}; "
+    asked = "the per-layer ratios" if layer_ratios else f"pruning ratio {pruning_ratio}"
+    message = (f"{asked} could not be honoured everywhere: {', '.join(p for p in parts if p)}; "
                f"achieved: {report['channel_reduction']:.1%} of the prunable channels removed, "
                f"{macs_reduction:.2f}x fewer MACs (lower min_channels to prune further)")
     LOGGER.warning(message)
