@@ -55,7 +55,7 @@ class PipelineSettings(JobSettings):
     nominal_batch: int = 4            # optimizer step every this many images
     val_period: int = 5               # validate during fine-tuning every this many epochs
     ratio: float | None = None        # one ratio for every group; None: per-stage ratios from a sensitivity scan
-    reduction: float = 3.3            # that allocation's target: baseline GMACs / pruned GMACs
+    reduction: float = 3.2            # that allocation's target: baseline GMACs / pruned GMACs
     recipe: Path | None = None        # or a recipe yaml / name in configs/prune/ (replaces ratio and reduction)
     scan_images: int = 100            # train images (unaugmented) that score the scan: val stays unseen
     scan_ratios: tuple[float, ...] = (0.3, 0.5, 0.7)  # 0.9 on the deep stages cost 3-4 points after fine-tuning
