@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from yolo_prune.paths import MODEL_CFGS_DIR
-from yolo_prune.pipeline import PipelineSettings, _prune_plan, main_job, targets, verdict
+from yolo_prune.pipeline import PipelineSettings, _check_plan, _prune_plan, main_job, targets, verdict
 
 
 def _tiny_settings(tmp_path) -> PipelineSettings:
@@ -97,7 +97,6 @@ def test_distill_applies_to_the_pruned_arm_only(tmp_path):
     assert "Distillation: the pruned arm" in (settings.out / "report" / "report.md").read_text()
 
 
-
 def test_a_ratio_or_a_recipe_replaces_the_allocation_and_both_are_refused(tmp_path):
     settings = PipelineSettings(out=tmp_path, ratio=0.3, round_to=8)
     kwargs, plan = _prune_plan(settings, Path("unused.pt"), Path("unused.yaml"))  # neither is read: no scan
@@ -106,5 +105,5 @@ def test_a_ratio_or_a_recipe_replaces_the_allocation_and_both_are_refused(tmp_pa
     kwargs, plan = _prune_plan(settings, Path("unused.pt"), Path("unused.yaml"))
     assert kwargs["pruning_ratio"] == 0.3 and plan == "recipe uniform-30"
     settings.ratio = 0.5
-    with pytest.raises(ValueError, match="pass one of them"):
-        _prune_plan(settings, Path("unused.pt"), Path("unused.yaml"))
+    with pytest.raises(ValueError, match="pass one of them"):  # main_job's first step
+        _check_plan(settings)

@@ -211,8 +211,7 @@ def _prune_plan(s: PipelineSettings, baseline: Path, data: Path) -> tuple[dict[s
     """``prune_model`` arguments and a sentence saying how they were chosen: recipe, ratio or allocation."""
     from yolo_prune.pruning.recipe import load_recipe
 
-    _check_plan(s)
-    if s.recipe is not None:
+    if s.recipe is not None:  # main_job checked the settings (_check_plan) before any stage ran
         return load_recipe(s.recipe), f"recipe {s.recipe}"
     if s.ratio is not None:
         return ({"pruning_ratio": s.ratio, "importance": s.importance, "round_to": s.round_to},
