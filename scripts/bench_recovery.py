@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The recovery table: how much accuracy each pruning criterion and ratio keeps after one fine-tune budget.
 
-    python scripts/bench_recovery.py                          # shipped demo baseline, the demo set, 10 epochs
+    python scripts/bench_recovery.py                          # shipped demo baseline, the demo set, 30 epochs
     python scripts/bench_recovery.py --epochs 2 --ratios 0.5 --importances l2 random --no-distill \
         --no-allocation --work /tmp/rec --out /tmp/rec/recovery.json   # smoke
 
@@ -43,12 +43,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-distill", dest="distill", action="store_false", help="skip the distillation row")
     p.add_argument("--no-allocation", dest="allocation", action="store_false",
                    help="skip the sensitivity-allocated vs uniform rows")
-    p.add_argument("--epochs", type=int, default=Budget.epochs, help="fine-tune budget of every row")
+    p.add_argument("--epochs", type=int, default=30, help="fine-tune budget of every row")
+    p.add_argument("--batch", type=int, default=4, help="fine-tune batch of every row (the main job's)")
     p.add_argument("--hyp", help="fine-tune hyp of every row (default: the project's)")
     p.add_argument("--img", type=int, default=Budget.img_size)
     p.add_argument("--round-to", type=int, default=8)
-    p.add_argument("--reduction", type=float, default=3.0, help="allocation target: baseline GMACs / this")
-    p.add_argument("--scan-images", type=int, default=50, help="val images scoring each sensitivity point")
+    p.add_argument("--reduction", type=float, default=3.2,
+                   help="allocation target: baseline GMACs / this (the main job's)")
+    p.add_argument("--scan-images", type=int, default=100, help="train images scoring each sensitivity point")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--replot", action="store_true", help="only redraw the plot of an existing --out JSON")
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return result
     started = time.perf_counter()
     baseline, data = resolve_inputs(args)
-    budget = Budget(epochs=args.epochs, img_size=args.img, hyp=args.hyp, workers=args.workers, seed=args.seed)
+    budget = Budget(epochs=args.epochs, img_size=args.img, batch_size=args.batch, nominal_batch=args.batch, hyp=args.hyp,
+                    workers=args.workers, seed=args.seed)
     control = run_arm(args.work, "control", baseline, data, budget)
     rows: list[dict[str, Any]] = []
 
@@ -109,41 +112,27 @@ def resolve_inputs(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def allocation_rows(args: argparse.Namespace, baseline: Path, data: Path, budget: Budget) -> list[dict[str, Any]]:
-    """A sensitivity-allocated recipe and the uniform ratio of equal GMACs, both fine-tuned with ``budget``."""
-    from yolo_prune import api
-    from yolo_prune.pruning.allocation import (
-        Target,
-        allocate_and_verify,
-        target_from_reduction,
-        uniform_ratio_for_target,
-    )
-    from yolo_prune.pruning.sensitivity import SensitivityResult, make_map_score_fn, scan_sensitivity
+    """The main job's allocated recipe and the uniform ratio of equal GMACs, both fine-tuned with ``budget``.
 
-    loaded = api.load(baseline)
-    adapter = api.adapter_of(loaded)
+    The recipe is the main job's: each output-stride stage scanned alone at 0.3 / 0.5 / 0.7 on the
+    first ``--scan-images`` unaugmented train images, ratios allocated for ``--reduction`` x fewer GMACs.
+    """
+    from yolo_prune import api
+    from yolo_prune.pruning.allocation import Target, uniform_ratio_for_target
+    from yolo_prune.pruning.recipe import load_recipe
+
     prune_settings = {"importance": "l2", "round_to": args.round_to}
-    scan_path = args.work / "scan" / "sensitivity.json"
-    if scan_path.exists():
-        scan = SensitivityResult.load(scan_path)
-    else:
-        score_fn = make_map_score_fn(loaded, adapter, data, img_size=args.img, max_images=args.scan_images,
-                                     batch_size=budget.batch_size, device="cpu", workers=args.workers)
-        scan = scan_sensitivity(loaded.model, adapter, score_fn, ratios=[0.3, 0.5, 0.7], units="stride",
-                                img_size=args.img, prune_settings=prune_settings)
-        scan.settings["metric"] = "map50_95"
-        scan.save(scan_path.parent)
-    ratio, uniform_gmacs = uniform_ratio_for_target(loaded.model, adapter,
-                                                    target_from_reduction(scan, "gmacs", args.reduction),
-                                                    img_size=args.img, prune_settings=prune_settings)
-    alloc = allocate_and_verify(scan, Target("gmacs", uniform_gmacs, tolerance=0.02), loaded.model, adapter,
-                                img_size=args.img, prune_settings=prune_settings)
-    recipe = alloc.to_recipe(name="allocated", provenance={"created_by": "scripts/bench_recovery.py"},
-                             **prune_settings)
+    recipe = api.stage_allocation(baseline, data, args.work / "sensitivity", reduction=args.reduction,
+                                  images=args.scan_images, img_size=args.img, batch_size=budget.batch_size,
+                                  workers=args.workers, **prune_settings)
+    allocated = run_arm(args.work, "allocated", baseline, data, budget, prune_settings=load_recipe(recipe))
+    loaded = api.load(baseline)
+    ratio, _ = uniform_ratio_for_target(loaded.model, api.adapter_of(loaded), Target("gmacs", allocated["gmacs"], 0.05),
+                                        img_size=args.img, prune_settings=prune_settings)
     uniform = {"pruning_ratio": ratio, **prune_settings, "seed": args.seed}
     return [run_arm(args.work, "uniform-equal-gmacs", baseline, data, budget, prune_settings=uniform)
             | {"criterion": "uniform (l2)", "ratio": ratio},
-            run_arm(args.work, "allocated", baseline, data, budget, prune_settings=recipe.prune_kwargs())
-            | {"criterion": "allocated (l2)", "ratio": None}]
+            allocated | {"criterion": "allocated (l2)", "ratio": None}]
 
 
 def summarise(args: argparse.Namespace, baseline: Path, data: Path, budget: Budget, control: dict[str, Any],

@@ -357,7 +357,8 @@ def test_sigterm_and_sigint_end_fine_tuning_with_one_line_and_an_intact_last_pt(
     base = [sys.executable, "-m", "yolo_prune.cli", "-q", "finetune"]
     env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
     first = subprocess.Popen([*base, "--weights", str(weights), "--data", str(data_yaml), "--out", str(run), *train],
-                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=REPO_ROOT)
+                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=REPO_ROOT,
+                             preexec_fn=_default_sigint)
     _wait_for(last.exists)
     code, err = run_cli(["finetune", "--weights", str(weights), "--data", str(data_yaml), "--out", str(run),
                          "--exist-ok", *train], capsys)  # a second writer, even with --exist-ok, is refused
@@ -369,13 +370,22 @@ def test_sigterm_and_sigint_end_fine_tuning_with_one_line_and_an_intact_last_pt(
                                     f"continue with: yolo-prune finetune --resume {run}")
     epoch = _resumable_epoch(last)
     second = subprocess.Popen([*base, "--resume", str(run)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                              text=True, env=env, cwd=REPO_ROOT)
+                              text=True, env=env, cwd=REPO_ROOT, preexec_fn=_default_sigint)
     _wait_for(lambda: _resumable_epoch(last) > epoch)  # the resumed run has saved an epoch of its own
     second.send_signal(signal.SIGINT)
     err = second.communicate(timeout=120)[1].strip()
     assert second.returncode == 130 and "Traceback" not in err
     assert err.splitlines()[-1].startswith("yolo-prune finetune: interrupted (SIGINT); the last state is")
     assert _resumable_epoch(last) > epoch
+
+
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default, so Python turns it into KeyboardInterrupt.
+
+    A shell starts background jobs with SIGINT ignored, children inherit that, and Python then leaves
+    it ignored: a test suite run in the background (CI, ``&``) would wait forever for the SIGINT exit.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _resumable_epoch(last: Path) -> int:

@@ -64,8 +64,7 @@ def stage_allocation(weights: str | Path, data: str | Path, out: Path, *, reduct
                      **evaluation: Any) -> Path:
     """A recipe of per-stride-stage ratios for ``reduction`` x fewer GMACs; returns its path.
 
-    The main job's allocation (``scripts/bench_recovery.py`` still scores its own scan on val):
-    each output-stride stage is pruned alone
+    The main job's allocation (and the recovery table's): each output-stride stage is pruned alone
     at each of ``ratios`` (the largest caps the allocation), scored on the first ``images``
     unaugmented *train* images, so that the val split which judges the pruned model did not
     choose its ratios. A recipe already in ``out`` is returned as it is and a finished scan is
