@@ -129,10 +129,12 @@ def allocation_rows(args: argparse.Namespace, baseline: Path, data: Path, budget
     loaded = api.load(baseline)
     ratio, _ = uniform_ratio_for_target(loaded.model, api.adapter_of(loaded), Target("gmacs", allocated["gmacs"], 0.05),
                                         img_size=args.img, prune_settings=prune_settings)
-    uniform = {"pruning_ratio": ratio, **prune_settings, "seed": args.seed}
-    return [run_arm(args.work, "uniform-equal-gmacs", baseline, data, budget, prune_settings=uniform)
-            | {"criterion": "uniform (l2)", "ratio": ratio},
-            allocated | {"criterion": "allocated (l2)", "ratio": None}]
+    uniform = run_arm(args.work, "uniform-equal-gmacs", baseline, data, budget,
+                      prune_settings={"pruning_ratio": ratio, **prune_settings, "seed": args.seed})
+    if abs(uniform["gmacs"] / allocated["gmacs"] - 1) > 0.05:  # round_to steps can be coarser than 5 %
+        print(f"warning: no uniform ratio reaches the allocated {allocated['gmacs']:.4f} GMACs within 5 % "
+              f"(closest: {ratio:g}, {uniform['gmacs']:.4f}); try --round-to 1")
+    return [uniform | {"criterion": "uniform (l2)", "ratio": ratio}, allocated | {"criterion": "allocated (l2)", "ratio": None}]
 
 
 def summarise(args: argparse.Namespace, baseline: Path, data: Path, budget: Budget, control: dict[str, Any],
