@@ -25,10 +25,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from yolo_prune.io import atomic_write_json  # noqa: E402
+from yolo_prune.pipeline import REDUCTION_TOLERANCE, PipelineSettings  # noqa: E402
 from yolo_prune.recovery import Budget, run_arm, with_retention  # noqa: E402
 from yolo_prune.reporting import format_table  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+EQUAL_GMACS = 0.05  # two rows within this (relative) have equal MACs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,13 +46,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-allocation", dest="allocation", action="store_false",
                    help="skip the sensitivity-allocated vs uniform rows")
     p.add_argument("--epochs", type=int, default=30, help="fine-tune budget of every row")
-    p.add_argument("--batch", type=int, default=4, help="fine-tune batch of every row (the main job's)")
+    p.add_argument("--batch", type=int, default=PipelineSettings.batch_size,
+                   help="fine-tune batch of every row (the main job's)")
     p.add_argument("--hyp", help="fine-tune hyp of every row (default: the project's)")
     p.add_argument("--img", type=int, default=Budget.img_size)
     p.add_argument("--round-to", type=int, default=8)
-    p.add_argument("--reduction", type=float, default=3.2,
+    p.add_argument("--reduction", type=float, default=PipelineSettings.reduction,
                    help="allocation target: baseline GMACs / this (the main job's)")
-    p.add_argument("--scan-images", type=int, default=100, help="train images scoring each sensitivity point")
+    p.add_argument("--scan-images", type=int, default=PipelineSettings.scan_images,
+                   help="train images scoring each sensitivity point (the main job's)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--replot", action="store_true", help="only redraw the plot of an existing --out JSON")
@@ -114,7 +118,7 @@ def resolve_inputs(args: argparse.Namespace) -> tuple[Path, Path]:
 def allocation_rows(args: argparse.Namespace, baseline: Path, data: Path, budget: Budget) -> list[dict[str, Any]]:
     """The main job's allocated recipe and the uniform ratio of equal GMACs, both fine-tuned with ``budget``.
 
-    The recipe is the main job's: each output-stride stage scanned alone at 0.3 / 0.5 / 0.7 on the
+    The recipe is the main job's: each output-stride stage scanned alone at its scan ratios on the
     first ``--scan-images`` unaugmented train images, ratios allocated for ``--reduction`` x fewer GMACs.
     """
     from yolo_prune import api
@@ -123,16 +127,17 @@ def allocation_rows(args: argparse.Namespace, baseline: Path, data: Path, budget
 
     prune_settings = {"importance": "l2", "round_to": args.round_to}
     recipe = api.stage_allocation(baseline, data, args.work / "sensitivity", reduction=args.reduction,
-                                  images=args.scan_images, img_size=args.img, batch_size=budget.batch_size,
-                                  workers=args.workers, **prune_settings)
+                                  ratios=PipelineSettings.scan_ratios, images=args.scan_images, img_size=args.img,
+                                  tolerance=REDUCTION_TOLERANCE, batch_size=budget.batch_size, workers=args.workers,
+                                  **prune_settings)
     allocated = run_arm(args.work, "allocated", baseline, data, budget, prune_settings=load_recipe(recipe))
     loaded = api.load(baseline)
-    ratio, _ = uniform_ratio_for_target(loaded.model, api.adapter_of(loaded), Target("gmacs", allocated["gmacs"], 0.05),
+    ratio, _ = uniform_ratio_for_target(loaded.model, api.adapter_of(loaded), Target("gmacs", allocated["gmacs"], EQUAL_GMACS),
                                         img_size=args.img, prune_settings=prune_settings)
     uniform = run_arm(args.work, "uniform-equal-gmacs", baseline, data, budget,
                       prune_settings={"pruning_ratio": ratio, **prune_settings, "seed": args.seed})
-    if abs(uniform["gmacs"] / allocated["gmacs"] - 1) > 0.05:  # round_to steps can be coarser than 5 %
-        print(f"warning: no uniform ratio reaches the allocated {allocated['gmacs']:.4f} GMACs within 5 % "
+    if abs(uniform["gmacs"] / allocated["gmacs"] - 1) >= EQUAL_GMACS:  # round_to steps can be coarser than that
+        print(f"warning: no uniform ratio reaches the allocated {allocated['gmacs']:.4f} GMACs within {EQUAL_GMACS:.0%} "
               f"(closest: {ratio:g}, {uniform['gmacs']:.4f}); try --round-to 1")
     return [uniform | {"criterion": "uniform (l2)", "ratio": ratio}, allocated | {"criterion": "allocated (l2)", "ratio": None}]
 
@@ -159,7 +164,7 @@ def vs_random(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         ref = random.get(r["ratio"])
         if ref is None or r["criterion"] == "random":
             continue
-        equal_macs = abs(r["gmacs"] / ref["gmacs"] - 1) < 0.05
+        equal_macs = abs(r["gmacs"] / ref["gmacs"] - 1) < EQUAL_GMACS
         out.setdefault(r["criterion"], {})[str(r["ratio"])] = {
             "points": round(100 * (r["map50_95"] - ref["map50_95"]), 2), "equal_macs": equal_macs,
             "beats_random": r["map50_95"] > ref["map50_95"]}
