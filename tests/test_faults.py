@@ -379,6 +379,35 @@ def test_sigterm_and_sigint_end_fine_tuning_with_one_line_and_an_intact_last_pt(
     assert _resumable_epoch(last) > epoch
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="the arms train side by side from 2 cores on")
+def test_an_interrupted_main_job_stops_the_control_process_it_started(weights, data_yaml, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "yolo_prune.cli", "-q", "run", "--weights", str(weights), "--data", str(data_yaml),
+               "--out", str(out), "--img", str(IMG), "--ratio", "0.3", "--round-to", "1", "--finetune-epochs", "1000",
+               "--batch", "2", "--workers", "0", "--device", "cpu"]
+    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
+    job = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
+                           cwd=REPO_ROOT, preexec_fn=_default_sigint)
+    control_last = out / "control" / "weights" / "last.pt"
+    _wait_for(lambda: control_last.exists() and (out / "finetune" / "weights" / "last.pt").exists())  # both at once
+    holder = int((out / "control" / LOCK_NAME).read_text().split()[1])
+    assert holder != job.pid  # the control arm trains in a process of its own
+    job.send_signal(signal.SIGTERM)
+    err = job.communicate(timeout=120)[1].strip()
+    assert job.returncode == 143 and "Traceback" not in err, err
+    assert err.splitlines()[-1].startswith("yolo-prune run: interrupted (SIGTERM)")
+    _wait_for(lambda: not _alive(holder), 30)  # stopped with it, not left training
+    assert _resumable_epoch(control_last) >= 0  # and its last epoch is kept for the re-run
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _default_sigint() -> None:
     """In the child before exec: SIGINT back to its default, so Python turns it into KeyboardInterrupt.
 

@@ -14,12 +14,17 @@ interrupted fine-tune resumes from its ``last.pt``: re-running the command conti
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import multiprocessing
+import os
+import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -63,6 +68,8 @@ class PipelineSettings(JobSettings):
     round_to: int | None = 8
     distill: bool = False             # the pruned arm (only) learns from the baseline as teacher
     control: bool = True              # fine-tune the unpruned baseline with the same budget
+    parallel_arms: bool = True        # on CPU: the control trains in a second process, on half the cores,
+                                      # while the scan and the pruned arm run (same settings, seed and hyp)
     hyp_baseline: str | None = str(HYP_DIR / "hyp.scratch.short.yaml")
     hyp_finetune: str | None = None   # None: the project's fine-tuning hyp
     device: str = ""
@@ -85,10 +92,11 @@ def main_job(s: PipelineSettings, *, command_line: str | None = None) -> dict[st
     started = time.perf_counter()
     data = s.data or _synthetic_data(s)
     baseline_path, baseline_origin = _baseline(s, data)
-    pruned_path = _prune(s, baseline_path, data)
-    stages = {"baseline": baseline_path, "pruned": pruned_path,
-              "pruned+finetuned": _finetune(s, data, pruned_path, baseline_path)}
-    if s.control:
+    with _control_alongside(s, data, baseline_path):
+        pruned_path = _prune(s, baseline_path, data)
+        stages = {"baseline": baseline_path, "pruned": pruned_path,
+                  "pruned+finetuned": _finetune(s, data, pruned_path, baseline_path)}
+    if s.control:  # trained by the second process (then found done), or here
         stages["control"] = _control(s, data, baseline_path)
     rows = {name: _evaluate(s, data, path, name) for name, path in stages.items()}
     report = {"command": command_line or f"yolo-prune run --out {s.out}  # from the API; settings in settings.yaml",
@@ -239,10 +247,74 @@ def _finetune(s: PipelineSettings, data: Path, pruned: Path, baseline: Path) -> 
                   step="[4/6] fine-tuning the pruned model" + (" (distilling from the baseline)" if s.distill else ""))
 
 
-def _control(s: PipelineSettings, data: Path, baseline: Path) -> Path:
+def _control(s: PipelineSettings, data: Path, baseline: Path, step_note: str = "") -> Path:
     # the same budget, hyp and seed as the pruned arm, never a teacher: the fair reference for retention
     return _train(s.out / "control", s, data, epochs=s.finetune_epochs, hyp=s.hyp_finetune, weights=baseline,
-                  step="[5/6] fine-tuning the unpruned baseline (control arm, same budget)")
+                  step=f"[5/6] fine-tuning the unpruned baseline (control arm, same budget){step_note}")
+
+
+def _parallel_threads(s: PipelineSettings) -> int:
+    """Threads for the control's process when the arms train side by side; 0: train them one after the other."""
+    from yolo_prune.devices import select_device
+
+    if not (s.control and s.parallel_arms) or (s.out / "control" / "done.json").exists():
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cores // 2 if cores >= 2 and select_device(s.device).type == "cpu" else 0
+
+
+@contextlib.contextmanager
+def _control_alongside(s: PipelineSettings, data: Path, baseline: Path) -> Iterator[None]:
+    """Trains the control arm in a second process (half the cores) while the block runs here (the rest).
+
+    The block's end waits for it. A process that failed leaves its run to be continued (or its
+    error raised) by ``_control`` here; an exception or interrupt here stops it first.
+    """
+    import torch
+
+    threads = _parallel_threads(s)
+    if not threads:
+        yield
+        return
+    process = multiprocessing.get_context("spawn").Process(target=_control_process, args=(s, data, baseline, threads),
+                                                             name="yolo-prune control arm")
+    own = torch.get_num_threads()
+    process.start()
+    torch.set_num_threads(max(1, own - threads))
+    try:
+        yield
+        process.join()
+    finally:
+        torch.set_num_threads(own)
+        if process.is_alive():  # the block failed or was interrupted: stop the control too (it saves last.pt)
+            process.terminate()
+            process.join()
+    if process.exitcode != 0:
+        print(f"the control arm's process ended with exit code {process.exitcode}; continuing its run here")
+
+
+def _control_process(s: PipelineSettings, data: Path, baseline: Path, threads: int) -> None:
+    """The second process: the control arm on ``threads`` threads, without progress bars (the pruned arm has them).
+
+    Ctrl-C reaches the main process, which stops this one with SIGTERM; it exits quietly (its last
+    epoch is in ``last.pt``). Any other error is one line here and is raised again by the main process.
+    """
+    import torch
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, interrupt)
+    os.environ["TQDM_DISABLE"] = "1"
+    torch.set_num_threads(threads)
+    try:
+        _control(s, data, baseline, step_note=f" in a second process on {threads} thread(s), beside the pruned arm")
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as err:  # noqa: BLE001 - reported here in one line; the main process raises it properly
+        print(f"the control arm's process failed: {type(err).__name__}: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 def _train(run: Path, s: PipelineSettings, data: Path, *, epochs: int, hyp: str | None, step: str,

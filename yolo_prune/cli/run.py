@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     setting(parser, "--round-to", settings=s, dest="round_to", type=int, help="keep channel counts multiples of this")
     switch(parser, "--distill", dest="distill", help="distil from the baseline (pruned arm only)")
     switch(parser, "--no-control", dest="control", off=True, help="skip the control arm (no retention figure)")
+    switch(parser, "--sequential-arms", dest="parallel_arms", off=True,
+           help="train the control after the pruned arm, in this process (default on CPU: side by side)")
     setting(parser, "--hyp-finetune", settings=s, dest="hyp_finetune",
             help="fine-tuning hyp of both arms (default: configs/hyp/hyp.finetune.yaml)")
     setting(parser, "--synthetic-train", settings=s, dest="synthetic_train", type=int, help="synthetic train images")
