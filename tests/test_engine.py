@@ -213,10 +213,10 @@ def _fixed_batch():
     return imgs, targets
 
 
-def _trainer(loaded, hyp_path, tmp_path, **kwargs):
+def _trainer(loaded, hyp_path, tmp_path, amp=True, **kwargs):
     from yolo_prune.engine.hyp import load_hyp
 
-    settings = TrainSettings(epochs=1, img_size=IMG, batch_size=2, nominal_batch=2, device="cpu", workers=0)
+    settings = TrainSettings(epochs=1, img_size=IMG, batch_size=2, nominal_batch=2, device="cpu", workers=0, amp=amp)
     return Trainer(copy.deepcopy(loaded.model), get_adapter("yolov7"), None, None, hyp=load_hyp(hyp_path),
                    settings=settings, out_dir=tmp_path, names=loaded.names, device=torch.device("cpu"), **kwargs)
 
@@ -235,8 +235,8 @@ def test_channels_last_training_matches_nchw_and_files_keep_the_standard_layout(
     from yolo_prune.adapters.yolov7.checkpoint import load_checkpoint
     from yolo_prune.engine import checkpointing
 
-    nhwc = _trainer(tiny_model, fast_hyp, tmp_path / "nhwc")
-    nchw = _trainer(tiny_model, fast_hyp, tmp_path / "nchw")
+    nhwc = _trainer(tiny_model, fast_hyp, tmp_path / "nhwc", amp=False)  # float32: only the layout differs
+    nchw = _trainer(tiny_model, fast_hyp, tmp_path / "nchw", amp=False)
     nchw.settings.channels_last = False
     nchw._build_training_state(copy.deepcopy(tiny_model.model))
     assert nhwc.model.model[0].conv.weight.is_contiguous(memory_format=torch.channels_last)
@@ -252,6 +252,41 @@ def test_channels_last_training_matches_nchw_and_files_keep_the_standard_layout(
                                    names=tiny_model.names, epoch=0, best_fitness=0.1, results_text="", ema=nhwc.ema)
     assert all(t.is_contiguous() for t in load_checkpoint(path).model.state_dict().values())
     assert nhwc.ema.ema.model[0].conv.weight.is_contiguous(memory_format=torch.channels_last)  # training goes on
+
+
+def test_cpu_mixed_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
+    from yolo_prune.devices import autocast_dtype
+
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False)
+    assert autocast_dtype(torch.device("cpu")) is None  # emulated bf16 would be slower than float32
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert autocast_dtype(torch.device("cpu")) is torch.bfloat16
+    assert autocast_dtype(torch.device("cuda", 0)) is torch.float16
+
+
+def test_bf16_training_runs_convolutions_in_bf16_and_the_loss_and_weights_in_float32(tiny_model, fast_hyp, tmp_path,
+                                                                                    monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)  # (emulated on other CPUs)
+    bf16, fp32 = _trainer(tiny_model, fast_hyp, tmp_path / "bf16"), _trainer(tiny_model, fast_hyp, tmp_path / "fp32",
+                                                                             amp=False)
+    assert bf16.amp_dtype is torch.bfloat16 and not bf16.scaler.is_enabled() and fp32.amp_dtype is None
+    seen = {}
+    loss_fn = bf16.loss_fn
+
+    def recording_loss(outputs, targets, imgs):
+        seen["outputs"] = {o.dtype for o in outputs}
+        loss, items = loss_fn(outputs, targets, imgs)
+        seen["loss"] = loss.dtype
+        return loss, items
+
+    bf16.loss_fn = recording_loss
+    bf16.model.model[0].conv.register_forward_hook(lambda m, i, out: seen.update(conv=out.dtype))
+    items = bf16.forward_backward(*bf16.preprocess(_fixed_batch()))
+    assert seen == {"conv": torch.bfloat16, "outputs": {torch.float32}, "loss": torch.float32}
+    assert all(p.dtype == p.grad.dtype == torch.float32 for p in bf16.model.parameters())
+    reference = fp32.forward_backward(*fp32.preprocess(_fixed_batch()))
+    torch.testing.assert_close(items, reference, rtol=0.05, atol=1e-4)  # the same loss, to bf16's precision
 
 
 def test_distillation_term_vanishes_for_an_identical_teacher(tiny_model, fast_hyp, tmp_path):

@@ -71,7 +71,7 @@ def _add_training_args(run: argparse._ArgumentGroup) -> None:
     setting(run, "--seed", settings=s, dest="seed", type=int, help="base random seed")
     switch(run, "--sync-bn", dest="sync_bn", help="SyncBatchNorm under DDP (CUDA only)")
     switch(run, "--no-ema", dest="ema", off=True, help="no weight EMA")
-    switch(run, "--no-amp", dest="amp", off=True, help="no mixed precision on CUDA")
+    switch(run, "--no-amp", dest="amp", off=True, help="float32 throughout (default: fp16 on CUDA, bf16 on CPUs with native bf16)")
     switch(run, "--no-channels-last", dest="channels_last", off=True,
            help="train in the NCHW layout (default NHWC: faster convolutions; files stay NCHW)")
     run.add_argument("--sparse", help="sparse training before pruning: bn_l1 (network slimming), "

@@ -24,7 +24,8 @@ class TrainSettings(JobSettings):
             (only when the hyp's ``warmup_epochs`` > 0; this floor takes at most a third of the run).
         close_mosaic: Turn mosaic off for this many final epochs.
         ema: Keep an exponential moving average of the weights (validated and saved).
-        amp: Mixed precision (only on CUDA; ignored on CPU).
+        amp: Mixed precision: fp16 on CUDA, bf16 on a CPU with native bf16 (AVX512-BF16 / AMX; 1.4x
+            faster yolov7-tiny steps, loss in float32), float32 elsewhere. Weights stay float32.
         channels_last: Train in the NHWC memory layout (steps 1.2x faster for yolov7-tiny on CPU,
             ``scripts/bench_train_variants.py``); checkpoints are written in the standard layout.
         device: ``''`` (CUDA if available), ``cpu``, ``0``, ``cuda:1``.

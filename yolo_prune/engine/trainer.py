@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from yolo_prune.devices import autocast_dtype
 from yolo_prune.engine import checkpointing
 from yolo_prune.engine.distributed import DistInfo, all_reduce_mean, barrier, unwrap_model, wrap_model
 from yolo_prune.engine.ema import ModelEMA
@@ -140,8 +141,9 @@ class Trainer:
                                          optimizer=hyp.get("optimizer", "SGD"))
         self.lf = lr_factor(s.lr_schedule, s.epochs, hyp["lrf"])
         self.ema = ModelEMA(model, s.ema_decay, s.ema_tau) if s.ema and self.dist.is_main else None
-        self.amp = s.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.amp_dtype = autocast_dtype(self.device) if s.amp else None
+        self.amp = self.amp_dtype is not None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)  # bf16 needs none
         self.model = wrap_model(model, self.device, self.dist, sync_bn=s.sync_bn)
         self.start_epoch, self.best_fitness, self.pending, self.warmup_iters = 0, None, 0, 0
         self.best_written = False
@@ -192,16 +194,21 @@ class Trainer:
 
     def forward_backward(self, imgs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Computes the loss (plus distillation) and back-propagates; returns the detached items."""
-        with torch.autocast(self.device.type, enabled=self.amp):
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             outputs = self.model(imgs)
-            loss, loss_items = self.loss_fn(outputs, targets, imgs)
+            teacher_outputs = None
             if self.teacher is not None:
                 with torch.no_grad():
                     teacher_outputs = self.teacher(imgs)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is torch.float16):
+            if self.amp_dtype is torch.bfloat16:  # the loss in float32: bf16's 8-bit mantissa blurs box IoUs
+                outputs, teacher_outputs = as_float(outputs), as_float(teacher_outputs)
+            loss, loss_items = self.loss_fn(outputs, targets, imgs)
+            if self.teacher is not None:
                 distill, distill_item = self.distill_fn(outputs, teacher_outputs, imgs)
                 loss = loss + distill
                 loss_items = torch.cat([loss_items.reshape(-1), distill_item.reshape(-1)])
-        if not self.amp and not torch.isfinite(loss):  # under AMP the grad scaler skips such steps
+        if not self.scaler.is_enabled() and not torch.isfinite(loss):  # the fp16 grad scaler skips such steps
             raise TrainingDiverged(f"the loss became {loss.item()} (items {loss_items.tolist()}); lower lr0 in "
                                    f"the hyp file or set --max-grad-norm, then resume or restart the run")
         if self.dist.enabled:
@@ -286,7 +293,7 @@ class Trainer:
 
         model = self.ema.ema if self.ema is not None else unwrap_model(self.model)
         metrics = evaluate(model, self.val_set, decode=self.adapter.decode, device=self.device,
-                           batch_size=s.val_batch_size or 2 * self.batch_size, half=self.amp,
+                           batch_size=s.val_batch_size or 2 * self.batch_size, half=self.amp_dtype is torch.float16,
                            workers=min(s.workers, 4), max_images=s.val_max_images)
         return {k: float(metrics[k]) for k in ("map50", "map50_95", "map75")}
 
@@ -318,7 +325,7 @@ class Trainer:
         common = dict(adapter=self.adapter, model=unwrap_model(self.model), names=self.names, epoch=epoch,
                       best_fitness=self.best_fitness, results_text=self.log.text(), meta=self.model_meta)
         state = {**self.extra_state, "settings": self.settings.to_dict(), "hyp": self.hyp,
-                 "best_fitness": self.best_fitness, "scaler": self.scaler.state_dict() if self.amp else None}
+                 "best_fitness": self.best_fitness, "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None}
         checkpointing.save_last(self.paths.last, ema=self.ema, optimizer=self.optimizer, train_state=state,
                                 **common)
         if best:
@@ -352,3 +359,14 @@ def nhwc(model: nn.Module) -> nn.Module:
         if t.dim() == 4:
             t.data = t.data.contiguous(memory_format=torch.channels_last)
     return model
+
+
+def as_float(outputs: Any) -> Any:
+    """``outputs`` (a tensor, or lists, tuples and dicts of them) with every floating tensor in float32."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, (list, tuple)):
+        return type(outputs)(as_float(v) for v in outputs)
+    if isinstance(outputs, dict):
+        return {k: as_float(v) for k, v in outputs.items()}
+    return outputs
