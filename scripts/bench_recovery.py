@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--round-to", type=int, default=8)
     p.add_argument("--reduction", type=float, default=PipelineSettings.reduction,
                    help="allocation target: baseline GMACs / this (the main job's)")
+    p.add_argument("--min-channels", type=int, default=PipelineSettings.min_channels,
+                   help="no group of the allocated row below this many channels (the main job's)")
     p.add_argument("--scan-images", type=int, default=PipelineSettings.scan_images,
                    help="train images scoring each sensitivity point (the main job's)")
     p.add_argument("--workers", type=int, default=2)
@@ -129,7 +131,7 @@ def allocation_rows(args: argparse.Namespace, baseline: Path, data: Path, budget
     recipe = api.stage_allocation(baseline, data, args.work / "sensitivity", reduction=args.reduction,
                                   ratios=PipelineSettings.scan_ratios, images=args.scan_images, img_size=args.img,
                                   tolerance=REDUCTION_TOLERANCE, batch_size=budget.batch_size, workers=args.workers,
-                                  **prune_settings)
+                                  min_channels=args.min_channels, **prune_settings)
     allocated = run_arm(args.work, "allocated", baseline, data, budget, prune_settings=load_recipe(recipe))
     loaded = api.load(baseline)
     ratio, _ = uniform_ratio_for_target(loaded.model, api.adapter_of(loaded), Target("gmacs", allocated["gmacs"], EQUAL_GMACS),

@@ -65,6 +65,7 @@ def make_card(run: Path) -> dict[str, Any]:
                 f"--epochs {s['epochs']} --img {s['img_size']} --batch {s['batch_size']} "
                 f"--nominal-batch {s['nominal_batch']} --workers {s['workers']} --val-period {s['val_period']} "
                 + (f"--close-mosaic {s['close_mosaic']} " if s.get("close_mosaic") else "")
+                + ("--no-amp " if not s.get("amp", True) else "")
                 + f"--seed {s['seed']} --out runs/demo-baseline",
                 "python scripts/ship_baseline.py runs/demo-baseline"]
     return {"cfg": job["cfg"], "data": data, "hyp": hyp, "epochs": s["epochs"], "seed": s["seed"],

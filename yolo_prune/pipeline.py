@@ -60,7 +60,8 @@ class PipelineSettings(JobSettings):
     nominal_batch: int = 4            # optimizer step every this many images
     val_period: int = 5               # validate during fine-tuning every this many epochs
     ratio: float | None = None        # one ratio for every group; None: per-stage ratios from a sensitivity scan
-    reduction: float = 3.2            # that allocation's target: baseline GMACs / pruned GMACs
+    reduction: float = 3.1            # that allocation's target: baseline GMACs / pruned GMACs
+    min_channels: int = 16            # no group narrower (scan, allocation, prune): keeps the stem at 16 of 32
     recipe: Path | None = None        # or a recipe yaml / name in configs/prune/ (replaces ratio and reduction)
     scan_images: int = 100            # train images (unaugmented) that score the scan: val stays unseen
     scan_ratios: tuple[float, ...] = (0.3, 0.5, 0.7)  # 0.9 on the deep stages cost 3-4 points after fine-tuning
@@ -222,11 +223,13 @@ def _prune_plan(s: PipelineSettings, baseline: Path, data: Path) -> tuple[dict[s
     if s.recipe is not None:  # main_job checked the settings (_check_plan) before any stage ran
         return load_recipe(s.recipe), f"recipe {s.recipe}"
     if s.ratio is not None:
-        return ({"pruning_ratio": s.ratio, "importance": s.importance, "round_to": s.round_to},
-                f"ratio {s.ratio} in every group ({s.importance}, round_to {s.round_to})")
+        return ({"pruning_ratio": s.ratio, "importance": s.importance, "round_to": s.round_to,
+                 "min_channels": s.min_channels},
+                f"ratio {s.ratio} in every group ({s.importance}, round_to {s.round_to}, min_channels {s.min_channels})")
     recipe = _allocate(s, baseline, data)
     return load_recipe(recipe), (f"per-stage ratios allocated for {s.reduction:g}x fewer GMACs from a sensitivity "
-                                 f"scan on {s.scan_images} train images ({recipe}; {s.importance}, round_to {s.round_to})")
+                                 f"scan on {s.scan_images} train images ({recipe}; {s.importance}, round_to {s.round_to}, "
+                                 f"min_channels {s.min_channels})")
 
 
 def _allocate(s: PipelineSettings, baseline: Path, data: Path) -> Path:
@@ -237,7 +240,8 @@ def _allocate(s: PipelineSettings, baseline: Path, data: Path) -> Path:
               f"{', '.join(f'{r:g}' for r in s.scan_ratios)}, scored on {s.scan_images} train images")
     return api.stage_allocation(baseline, data, out, reduction=s.reduction, ratios=s.scan_ratios,
                                 images=s.scan_images, img_size=s.img_size, importance=s.importance,
-                                round_to=s.round_to, tolerance=REDUCTION_TOLERANCE, batch_size=s.batch_size,
+                                round_to=s.round_to, min_channels=s.min_channels, tolerance=REDUCTION_TOLERANCE,
+                                batch_size=s.batch_size,
                                 device=s.device, workers=s.workers, trust=s.trust)
 
 

@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
             help="ratios the scan tries per stride stage (the largest caps the allocation)")
     setting(parser, "--importance", settings=s, dest="importance", help="channel criterion")
     setting(parser, "--round-to", settings=s, dest="round_to", type=int, help="keep channel counts multiples of this")
+    setting(parser, "--min-channels", settings=s, dest="min_channels", type=int,
+            help="no group keeps fewer output channels (the scan and the allocation see it too)")
     switch(parser, "--distill", dest="distill", help="distil from the baseline (pruned arm only)")
     switch(parser, "--no-control", dest="control", off=True, help="skip the control arm (no retention figure)")
     switch(parser, "--sequential-arms", dest="parallel_arms", off=True,

@@ -60,8 +60,8 @@ def run_sensitivity(settings: SensitivitySettings) -> dict[str, Any]:
 
 def stage_allocation(weights: str | Path, data: str | Path, out: Path, *, reduction: float,
                      ratios: Sequence[float] = (0.3, 0.5, 0.7), images: int = 100, img_size: int,
-                     importance: str = "l2", round_to: int | None = None, tolerance: float = 0.02,
-                     **evaluation: Any) -> Path:
+                     importance: str = "l2", round_to: int | None = None, min_channels: int | None = None,
+                     tolerance: float = 0.02, **evaluation: Any) -> Path:
     """A recipe of per-stride-stage ratios for ``reduction`` x fewer GMACs; returns its path.
 
     The main job's allocation (and the recovery table's): each output-stride stage is pruned alone
@@ -76,7 +76,8 @@ def stage_allocation(weights: str | Path, data: str | Path, out: Path, *, reduct
         return recipe
     summary = run_sensitivity(SensitivitySettings(
         weights=weights, data=data, split="train", max_images=images, img_size=img_size, ratios=tuple(ratios),
-        units="stride", importance=importance, round_to=round_to, reduction=reduction, tolerance=tolerance,
+        units="stride", importance=importance, round_to=round_to, min_channels=min_channels, reduction=reduction,
+        tolerance=tolerance,
         out=out, force=True, from_scan=scan if scan.exists() else None, **evaluation))
     return Path(summary["recipe"])
 
@@ -91,10 +92,16 @@ def _run_scan(loaded: LoadedModel, adapter: DetectorAdapter, s: SensitivitySetti
     latency_fn = make_latency_fn(adapter, s.img_size, device=s.device) if s.latency else None
     scan = scan_sensitivity(loaded.model, adapter, score_fn, ratios=s.ratios, units=_units(s.units),
                             img_size=s.img_size, latency_fn=latency_fn,
-                            prune_settings={"importance": s.importance, "round_to": s.round_to})
+                            prune_settings=_prune_settings(s))
     scan.settings.update({"metric": s.metric, "split": s.split, "max_images": s.max_images, "weights": s.weights,
                           "cfg": s.cfg, "data": s.data})
     return scan
+
+
+def _prune_settings(s: SensitivitySettings) -> dict[str, Any]:
+    """What every scan point, the allocation's check and its recipe prune with (a scan keeps its own)."""
+    settings = {"importance": s.importance, "round_to": s.round_to}
+    return settings | ({"min_channels": s.min_channels} if s.min_channels is not None else {})
 
 
 def _run_allocation(scan: SensitivityResult, target: Target, loaded: LoadedModel, adapter: DetectorAdapter,
@@ -106,8 +113,7 @@ def _run_allocation(scan: SensitivityResult, target: Target, loaded: LoadedModel
 
         def measure_fn(result: Any) -> float:
             return latency(result.model)
-    prune_settings = {"importance": scan.settings.get("importance", s.importance),
-                      "round_to": scan.settings.get("round_to", s.round_to)}
+    prune_settings = {k: scan.settings.get(k, v) for k, v in _prune_settings(s).items()}
     alloc = allocate_and_verify(scan, target, loaded.model, adapter, img_size=img_size, measure_fn=measure_fn,
                                 prune_settings=prune_settings, step=s.step, max_ratio=s.max_ratio)
     if not alloc.met:

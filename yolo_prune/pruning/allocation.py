@@ -90,8 +90,8 @@ class Allocation:
         """True when the measured value (after pruning) is within the target's tolerance."""
         return self.measured_value is not None and self.target.met_by(self.measured_value)
 
-    def to_recipe(self, *, importance: str = "l2", round_to: int | None = None, name: str | None = None,
-                  provenance: Mapping[str, Any] | None = None) -> Recipe:
+    def to_recipe(self, *, importance: str = "l2", round_to: int | None = None, min_channels: int | None = None,
+                  name: str | None = None, provenance: Mapping[str, Any] | None = None) -> Recipe:
         """The allocation as a prune recipe (local pruning, every other group left whole)."""
         target = {"metric": self.target.metric, "value": round(self.target.value, 6),
                   "tolerance": self.target.tolerance, "predicted": round(self.predicted_value, 6),
@@ -99,7 +99,7 @@ class Allocation:
         if self.measured_value is not None:
             target["measured"] = round(self.measured_value, 6)
         return Recipe(pruning_ratio=0.0, importance=importance, layer_ratios=dict(self.layer_ratios),
-                      global_pruning=False, round_to=round_to, name=name, target=target,
+                      global_pruning=False, round_to=round_to, min_channels=min_channels, name=name, target=target,
                       provenance=dict(provenance or {}))
 
 

@@ -90,6 +90,8 @@ class SensitivitySettings(ModelSourceSettings):
         units: ``group``, ``stride``, or a yaml of ``{stage name: [module globs]}``.
         importance: Channel criterion.
         round_to: Keep channel counts multiples of this.
+        min_channels: No group keeps fewer output channels, in the scan, the allocation and its
+            recipe (None: the pruner's default).
         img_size: Input size of evaluation, tracing and MACs.
         latency: Also measure the fused latency of every point.
         from_scan: Skip the scan: allocate from this ``sensitivity.json``.
@@ -115,6 +117,7 @@ class SensitivitySettings(ModelSourceSettings):
     units: str = "group"
     importance: str = PruneSettings.importance
     round_to: int | None = None
+    min_channels: int | None = None
     img_size: int = IMG_SIZE
     latency: bool = False
     from_scan: Path | None = None
