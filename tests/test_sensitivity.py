@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 
 import pytest
 import torch
@@ -233,3 +234,18 @@ def test_the_scan_scores_the_split_it_is_given(tmp_path, monkeypatch):
     assert [p.name for p in seen] == ["train", "val"]
     with pytest.raises(ValueError, match="--split train or val"):
         make_map_score_fn(loaded, api.adapter_of(loaded), data, img_size=64, max_images=2, split="test")
+
+
+def test_a_channel_floor_shows_in_the_scan_points_without_a_warning_each(toy, caplog):
+    floor = {"min_channels": 12}  # the toy's groups have 8-32 channels: the floor holds some of them
+    with caplog.at_level(logging.WARNING, logger="yolo_prune.pruning.widths"):
+        held = scan_sensitivity(toy, ToyAdapter(), fidelity_score(copy.deepcopy(toy)), ratios=(0.75,), img_size=IMG,
+                                progress=None, prune_settings=floor)
+    assert not caplog.records and held.settings["min_channels"] == 12  # recorded, never warned per point
+    free = scan_sensitivity(toy, ToyAdapter(), fidelity_score(copy.deepcopy(toy)), ratios=(0.75,), img_size=IMG,
+                            progress=None)
+    saved = {u.name: u.points[0].pruned_channels for u in free.units}
+    assert any(u.points[0].pruned_channels < saved[u.name] for u in held.units)  # what the floor kept
+    with caplog.at_level(logging.WARNING, logger="yolo_prune.pruning.widths"):  # a real prune still says so
+        prune_model(copy.deepcopy(toy), ToyAdapter(), img_size=IMG, pruning_ratio=0.75, **floor)
+    assert "held at the minimum width" in caplog.text

@@ -24,6 +24,7 @@ from yolo_prune.pruning.pruner import PruneResult, prune_model
 from yolo_prune.pruning.recipe import Recipe
 from yolo_prune.pruning.sensitivity import SensitivityResult
 from yolo_prune.pruning.settings import SENSITIVITY_DEFAULTS
+from yolo_prune.pruning.widths import width_warnings_off
 from yolo_prune.registry import unknown_name_message
 from yolo_prune.settings import IMG_SIZE
 
@@ -312,8 +313,9 @@ def _next_request(under: tuple[float, float], over: tuple[float, float] | None, 
 
 def _prune_copy(model: nn.Module, adapter: DetectorAdapter, layer_ratios: dict[str, float], img_size: int,
                 prune_settings: Mapping[str, Any] | None) -> PruneResult:
-    return prune_model(copy.deepcopy(model), adapter, img_size=img_size, pruning_ratio=0.0,
-                       layer_ratios=layer_ratios, **dict(prune_settings or {}))
+    with width_warnings_off():  # the check measures what the pruning achieved
+        return prune_model(copy.deepcopy(model), adapter, img_size=img_size, pruning_ratio=0.0,
+                           layer_ratios=layer_ratios, **dict(prune_settings or {}))
 
 
 def _default_measure(metric: str) -> MeasureFn:

@@ -30,6 +30,7 @@ from torch import nn
 from yolo_prune.io import LoadedModel, atomic_path, atomic_write_json, atomic_write_text
 from yolo_prune.pruning.pruner import PruningError, prune_model
 from yolo_prune.pruning.settings import SENSITIVITY_DEFAULTS as D
+from yolo_prune.pruning.widths import width_warnings_off
 from yolo_prune.settings import IMG_SIZE
 
 if TYPE_CHECKING:  # annotations only: generic code takes an adapter, it never imports the families
@@ -176,8 +177,9 @@ def scan_point(model: nn.Module, adapter: DetectorAdapter, unit: SensitivityUnit
     """Prunes a copy of ``model`` with only ``unit`` at ``ratio`` and measures it."""
     pruned = copy.deepcopy(model)
     try:
-        result = prune_model(pruned, adapter, img_size=img_size, pruning_ratio=0.0,
-                             layer_ratios={p: ratio for p in unit.patterns}, **prune_settings)
+        with width_warnings_off():  # a floor holding part of the unit shows in the point's MACs
+            result = prune_model(pruned, adapter, img_size=img_size, pruning_ratio=0.0,
+                                 layer_ratios={p: ratio for p in unit.patterns}, **prune_settings)
     except PruningError as err:
         # e.g. a 4-channel group at ratio 0.1 loses nothing: the unit cannot be pruned this far
         return ScanPoint(ratio=ratio, score=None, macs=baseline["macs"], params=baseline["params"], error=str(err))

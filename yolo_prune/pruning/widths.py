@@ -10,9 +10,10 @@ caller warns when the ratio could not be honoured (groups held at the minimum, o
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 import torch_pruning as tp
@@ -109,6 +110,23 @@ def width_report(plans: list[GroupWidth], channels_after: dict[str, int], *, glo
         "left_whole": [p.root for p in plans if local and p.keep < p.channels == after[p.root]],
         "below_minimum": [p.root for p in plans if after[p.root] < p.minimum],
     }
+
+
+@contextlib.contextmanager
+def width_warnings_off() -> Iterator[None]:
+    """No ``warn_if_dishonoured`` warning inside the block.
+
+    For trial prunings (scan points, an allocation's check) that record what they achieved, where a
+    group held at ``min_channels`` is the expected outcome, not news.
+    """
+    def drop(record: logging.LogRecord) -> bool:
+        return False
+
+    LOGGER.addFilter(drop)
+    try:
+        yield
+    finally:
+        LOGGER.removeFilter(drop)
 
 
 def warn_if_dishonoured(report: dict[str, Any], *, pruning_ratio: float, min_channels: int,
