@@ -455,7 +455,7 @@ def _retention_rows(t: dict[str, float | None]) -> list[tuple[str, Any]]:
     return [("MACs reduction (baseline / pruned)", f"{t['macs_reduction']:.2f}x"),
             ("retention mAP50-95 (pruned+finetuned / control)", _pct(t["retention_map50_95"])),
             ("retention mAP50 (pruned+finetuned / control)", _pct(t["retention_map50"])),
-            ("mAP50-95 vs the baseline before fine-tuning", _pct(t["map_vs_baseline"]))]
+            ("mAP50-95 pruned+finetuned / baseline (no control: optimistic)", _pct(t["map_vs_baseline"]))]
 
 
 def _pct(value: float | None) -> str:
