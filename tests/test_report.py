@@ -151,3 +151,15 @@ def test_the_report_page_shows_the_full_command(tmp_path):
     command = f"yolo-prune report {runs} --out {out} --title 'two words'"
     assert command in (out / "report.md").read_text()
     assert html.escape(command) in (out / "report.html").read_text()
+
+
+def test_close_points_get_their_labels_apart_each_beside_its_own_marker():
+    from yolo_prune.report.plots import _label_offsets, pyplot
+
+    fig, ax = pyplot().subplots(figsize=(6, 4.2))
+    points = [(0.41, 0.778, "baseline"), (0.13, 0.29, "pruned"), (0.41, 0.787, "control")]
+    for px, py, _ in points:
+        ax.scatter(px, py)
+    offsets = _label_offsets(ax, points)
+    pyplot().close(fig)
+    assert offsets == [(5, -11), (5, 4), (5, 4)]  # the lower of the two close ones below, the rest above

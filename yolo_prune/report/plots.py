@@ -33,17 +33,30 @@ def scatter_plot(entries: Sequence[dict[str, Any]], x: str, y: str, path: str | 
         return None
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    for px, py, name in points:
+    for px, py, _ in points:
         ax.scatter(px, py, s=36)
-        ax.annotate(name, (px, py), textcoords="offset points", xytext=(5, 4), fontsize=8)
     if invert_x:
         ax.invert_xaxis()
+    for (px, py, name), offset in zip(points, _label_offsets(ax, points), strict=True):
+        ax.annotate(name, (px, py), textcoords="offset points", xytext=offset, fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, Path(path))
+
+
+def _label_offsets(ax: Any, points: Sequence[tuple[float, float, str]]) -> list[tuple[int, int]]:
+    """Label offsets (points): above right of each marker, below it for the lower of two close markers."""
+    ax.autoscale_view()
+    shown = [tuple(ax.transData.transform((px, py))) for px, py, _ in points]
+    offsets = []
+    for i, (dx, dy) in enumerate(shown):
+        lower = any(abs(dx - qx) < 70 and abs(dy - qy) < 14 and (dy, -i) < (qy, -j)
+                    for j, (qx, qy) in enumerate(shown) if j != i)
+        offsets.append((5, -11 if lower else 4))
+    return offsets
 
 
 def channels_plot(entries: Sequence[dict[str, Any]], path: str | Path) -> Path | None:
