@@ -6,8 +6,8 @@
         --no-allocation --work /tmp/rec --out /tmp/rec/recovery.json   # smoke
 
 Every row starts from the same trained baseline and gets the same fine-tune (epochs, hyp, seed):
-ratios x criteria, distillation on/off at 0.5, and a sensitivity-allocated recipe against the uniform
-ratio of equal GMACs. The control is the unpruned baseline given that fine-tune; ``retention`` is a
+ratios x criteria, distillation on/off at 0.5, a sensitivity-allocated recipe against the uniform
+ratio of equal GMACs, and (``--allocate-at``, default 0.5) an allocation for the GMACs of a uniform ratio. The control is the unpruned baseline given that fine-tune; ``retention`` is a
 row's mAP50-95 over the control's. ``random`` is the sanity floor: uniform pruning at one ratio keeps
 the same channel counts whatever the criterion, so rows of one ratio have equal MACs and the table
 says by how many points each criterion beats random there. Writes the JSON (one ``retention`` per
@@ -43,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5, 0.7])
     p.add_argument("--importances", nargs="+", default=["l2", "random", "bn_scale", "taylor", "lamp"])
     p.add_argument("--no-distill", dest="distill", action="store_false", help="skip the distillation row")
+    p.add_argument("--allocate-at", type=float, nargs="*", default=[0.5], metavar="RATIO",
+                   help="also allocate for the GMACs of the uniform l2 row at each ratio (none: skip)")
     p.add_argument("--no-allocation", dest="allocation", action="store_false",
                    help="skip the sensitivity-allocated vs uniform rows")
     p.add_argument("--epochs", type=int, default=30, help="fine-tune budget of every row")
@@ -96,6 +98,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         write()
     if args.allocation:
         rows.extend(allocation_rows(args, baseline, data, budget))
+        write()
+    for ratio in args.allocate_at:
+        rows.extend(allocation_at_ratio(args, baseline, data, budget, ratio, rows))
+        write()
     result = write()
     print_table(result)
     print(f"\nwritten {args.out} and {args.out.with_suffix('.png')} ({result['wall_s']:.0f} s)")
@@ -144,6 +150,33 @@ def allocation_rows(args: argparse.Namespace, baseline: Path, data: Path, budget
     return [uniform | {"criterion": "uniform (l2)", "ratio": ratio}, allocated | {"criterion": "allocated (l2)", "ratio": None}]
 
 
+def allocation_at_ratio(args: argparse.Namespace, baseline: Path, data: Path, budget: Budget, ratio: float,
+                        rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The allocated recipe for the GMACs of the uniform l2 row at ``ratio`` (and that row, if not run yet).
+
+    Answers "at ratio 0.5, what keeps the most?" at equal compute: the uniform rows of one ratio share
+    their MACs, and the allocation chooses per-stage ratios for the same GMACs from the main job's scan.
+    """
+    from yolo_prune import api
+    from yolo_prune.benchmark.stats import model_stats
+    from yolo_prune.pruning.recipe import load_recipe
+
+    new: list[dict[str, Any]] = []
+    uniform = next((r for r in rows if r["criterion"] == "l2" and r["ratio"] == ratio), None)
+    if uniform is None:
+        settings = {"pruning_ratio": ratio, "importance": "l2", "round_to": args.round_to, "seed": args.seed}
+        uniform = run_arm(args.work, f"l2-r{ratio}", baseline, data, budget, prune_settings=settings) | {
+            "criterion": "l2", "ratio": ratio}
+        new.append(uniform)
+    reduction = model_stats(api.load(baseline).model, args.img)["gmacs"] / uniform["gmacs"]
+    recipe = api.stage_allocation(baseline, data, args.work / f"sensitivity-r{ratio}", reduction=reduction,
+                                  ratios=PipelineSettings.scan_ratios, images=args.scan_images, img_size=args.img,
+                                  tolerance=REDUCTION_TOLERANCE, batch_size=budget.batch_size, workers=args.workers,
+                                  min_channels=args.min_channels, importance="l2", round_to=args.round_to)
+    allocated = run_arm(args.work, f"allocated-r{ratio}", baseline, data, budget, prune_settings=load_recipe(recipe))
+    return new + [allocated | {"criterion": "allocated (l2)", "ratio": None, "gmacs_of_ratio": ratio}]
+
+
 def summarise(args: argparse.Namespace, baseline: Path, data: Path, budget: Budget, control: dict[str, Any],
               rows: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
     """The JSON: settings, control, rows with retention, and each criterion's margin over random."""
@@ -159,15 +192,20 @@ def summarise(args: argparse.Namespace, baseline: Path, data: Path, budget: Budg
 
 
 def vs_random(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """For each criterion and ratio: mAP50-95 points above random at the same ratio (equal MACs)."""
+    """For each criterion and ratio: mAP50-95 points above random at the same ratio (equal MACs).
+
+    An allocation for a ratio's GMACs (``gmacs_of_ratio``) is compared with random at that ratio;
+    ``equal_macs`` says whether its GMACs came within 5 % of that row's.
+    """
     random = {r["ratio"]: r for r in rows if r["criterion"] == "random"}
     out: dict[str, dict[str, Any]] = {}
     for r in rows:
-        ref = random.get(r["ratio"])
+        ratio = r["ratio"] if r["ratio"] is not None else r.get("gmacs_of_ratio")
+        ref = random.get(ratio)
         if ref is None or r["criterion"] == "random":
             continue
         equal_macs = abs(r["gmacs"] / ref["gmacs"] - 1) < EQUAL_GMACS
-        out.setdefault(r["criterion"], {})[str(r["ratio"])] = {
+        out.setdefault(r["criterion"], {})[str(ratio)] = {
             "points": round(100 * (r["map50_95"] - ref["map50_95"]), 2), "equal_macs": equal_macs,
             "beats_random": r["map50_95"] > ref["map50_95"]}
     return out

@@ -55,7 +55,7 @@ def test_recovery_table_runs_every_arm_with_one_budget_and_an_allocation_of_equa
     result = load_script("bench_recovery").main(argv)
     assert json.loads(out.read_text()) == result and out.with_suffix(".png").stat().st_size > 0
     rows, control = result["rows"], result["control"]
-    assert [r["criterion"] for r in rows] == ["l2", "random", "uniform (l2)", "allocated (l2)"]
+    assert [r["criterion"] for r in rows] == ["l2", "random", "uniform (l2)", "allocated (l2)", "allocated (l2)"]
     assert result["budget"]["epochs"] == 1 and result["budget"]["batch_size"] == 2 and control["prune"] is None
     assert all(r["epochs"] == control["epochs"] == 1 and r["hyp"] == control["hyp"] for r in rows)
     for r in rows:  # retention is each row's mAP50-95 over the control's
@@ -67,4 +67,11 @@ def test_recovery_table_runs_every_arm_with_one_budget_and_an_allocation_of_equa
     scan = json.loads((work / "sensitivity" / "sensitivity.json").read_text())
     assert scan["settings"]["split"] == "train" and scan["settings"]["max_images"] == 2  # the main job's scan
     assert result["vs_random"]["l2"]["0.5"]["equal_macs"] is True
+    at_half = rows[4]  # allocated for the GMACs of the uniform l2 row at 0.5 (--allocate-at's default)
+    assert at_half["gmacs_of_ratio"] == 0.5 and at_half["ratio"] is None
+    target = yaml.safe_load((work / "sensitivity-r0.5" / "recipe.yaml").read_text())["target"]
+    assert target["value"] == pytest.approx(rows[0]["gmacs"], abs=1e-6)
+    assert at_half["prune"]["layer_ratios"] and at_half["gmacs"] < rows[0]["gmacs"] * (1 + target["tolerance"])
+    margin = result["vs_random"]["allocated (l2)"]["0.5"]
+    assert margin["points"] == pytest.approx(100 * (at_half["map50_95"] - rows[1]["map50_95"]), abs=0.01)
     assert load_script("bench_recovery").main(argv)["rows"] == rows  # a re-run continues: every row cached
