@@ -216,13 +216,17 @@ def print_table(result: dict[str, Any]) -> None:
     c = result["control"]
     print(f"baseline mAP50-95 {result['baseline_metrics']['map50_95']:.4f}, {result['baseline_metrics']['gmacs']:.3f} "
           f"GMACs; control (same {result['budget']['epochs']}-epoch fine-tune, unpruned) {c['map50_95']:.4f}")
-    rows = [[r["criterion"], r["ratio"], r["gmacs"], r["params_m"], r["latency_ms"], r["map50_95_pruned"],
+    def ratio(r: dict[str, Any]) -> Any:  # an allocation for a ratio's GMACs: that ratio in brackets
+        return r["ratio"] if r["ratio"] is not None else f"({r['gmacs_of_ratio']})" if r.get("gmacs_of_ratio") else "-"
+
+    rows = [[r["criterion"], ratio(r), r["gmacs"], r["params_m"], r["latency_ms"], r["map50_95_pruned"],
              r["map50_95"], r["retention"]] for r in result["rows"]]
     print(format_table(rows, ["criterion", "ratio", "GMACs", "params (M)", "CPU ms", "mAP50-95 pruned",
                               "mAP50-95 fine-tuned", "retention"]))
     for criterion, by_ratio in result["vs_random"].items():
-        cells = ", ".join(f"r{k}: {v['points']:+.1f} pts" for k, v in by_ratio.items())
-        print(f"{criterion} vs random at equal MACs: {cells}")
+        cells = ", ".join(f"r{k}: {v['points']:+.1f} pts" + ("" if v["equal_macs"] else " (GMACs differ by over 5 %)")
+                          for k, v in by_ratio.items())
+        print(f"{criterion} vs random at the same ratio's MACs: {cells}")
 
 
 def plot(result: dict[str, Any], path: Path) -> Path:
