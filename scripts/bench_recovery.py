@@ -7,8 +7,9 @@
 
 Every row starts from the same trained baseline and gets the same fine-tune (epochs, hyp, seed):
 ratios x criteria, distillation on/off at 0.5, a sensitivity-allocated recipe against the uniform
-ratio of equal GMACs, and (``--allocate-at``, default 0.5) an allocation for the GMACs of a uniform ratio. The control is the unpruned baseline given that fine-tune; ``retention`` is a
-row's mAP50-95 over the control's. ``random`` is the sanity floor: uniform pruning at one ratio keeps
+ratio of equal GMACs, and (``--allocate-at``, default 0.5) an allocation for the GMACs of a uniform
+ratio. The control is the unpruned baseline given that fine-tune; ``retention`` is a row's mAP50-95
+over the control's. ``random`` is the sanity floor: uniform pruning at one ratio keeps
 the same channel counts whatever the criterion, so rows of one ratio have equal MACs and the table
 says by how many points each criterion beats random there. Writes the JSON (one ``retention`` per
 row) and a plot of mAP50-95 against GMACs, one line per criterion; re-running continues.
@@ -87,21 +88,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     taylor_data = _train_split(data)
     for ratio in args.ratios:
         for importance in args.importances:
-            settings = {"pruning_ratio": ratio, "importance": importance, "round_to": args.round_to, "seed": args.seed}
-            rows.append(run_arm(args.work, f"{importance}-r{ratio}", baseline, data, budget, prune_settings=settings,
+            rows.append(run_arm(args.work, f"{importance}-r{ratio}", baseline, data, budget,
+                                prune_settings=uniform_settings(args, ratio, importance),
                                 taylor_data=taylor_data) | {"criterion": importance, "ratio": ratio})
             write()
     if args.distill:
-        settings = {"pruning_ratio": 0.5, "importance": "l2", "round_to": args.round_to, "seed": args.seed}
-        rows.append(run_arm(args.work, "l2-r0.5-distill", baseline, data, budget, prune_settings=settings,
-                            teacher=baseline) | {"criterion": "l2+distill", "ratio": 0.5})
+        distilled = run_arm(args.work, "l2-r0.5-distill", baseline, data, budget,
+                            prune_settings=uniform_settings(args, 0.5), teacher=baseline)
+        rows.append(distilled | {"criterion": "l2+distill", "ratio": 0.5})
         write()
     if args.allocation:
         rows.extend(allocation_rows(args, baseline, data, budget))
-        write()
     for ratio in args.allocate_at:
         rows.extend(allocation_at_ratio(args, baseline, data, budget, ratio, rows))
-        write()
     result = write()
     print_table(result)
     print(f"\nwritten {args.out} and {args.out.with_suffix('.png')} ({result['wall_s']:.0f} s)")
@@ -126,24 +125,18 @@ def resolve_inputs(args: argparse.Namespace) -> tuple[Path, Path]:
 def allocation_rows(args: argparse.Namespace, baseline: Path, data: Path, budget: Budget) -> list[dict[str, Any]]:
     """The main job's allocated recipe and the uniform ratio of equal GMACs, both fine-tuned with ``budget``.
 
-    The recipe is the main job's: each output-stride stage scanned alone at its scan ratios on the
-    first ``--scan-images`` unaugmented train images, ratios allocated for ``--reduction`` x fewer GMACs.
+    The recipe is the main job's (``allocated_arm``), allocated for ``--reduction`` x fewer GMACs.
     """
     from yolo_prune import api
     from yolo_prune.pruning.allocation import Target, uniform_ratio_for_target
-    from yolo_prune.pruning.recipe import load_recipe
 
-    prune_settings = {"importance": "l2", "round_to": args.round_to}
-    recipe = api.stage_allocation(baseline, data, args.work / "sensitivity", reduction=args.reduction,
-                                  ratios=PipelineSettings.scan_ratios, images=args.scan_images, img_size=args.img,
-                                  tolerance=REDUCTION_TOLERANCE, batch_size=budget.batch_size, workers=args.workers,
-                                  min_channels=args.min_channels, **prune_settings)
-    allocated = run_arm(args.work, "allocated", baseline, data, budget, prune_settings=load_recipe(recipe))
+    allocated = allocated_arm(args, baseline, data, budget, "allocated", args.work / "sensitivity", args.reduction)
     loaded = api.load(baseline)
-    ratio, _ = uniform_ratio_for_target(loaded.model, api.adapter_of(loaded), Target("gmacs", allocated["gmacs"], EQUAL_GMACS),
-                                        img_size=args.img, prune_settings=prune_settings)
+    target = Target("gmacs", allocated["gmacs"], EQUAL_GMACS)
+    ratio, _ = uniform_ratio_for_target(loaded.model, api.adapter_of(loaded), target, img_size=args.img,
+                                        prune_settings={"importance": "l2", "round_to": args.round_to})
     uniform = run_arm(args.work, "uniform-equal-gmacs", baseline, data, budget,
-                      prune_settings={"pruning_ratio": ratio, **prune_settings, "seed": args.seed})
+                      prune_settings=uniform_settings(args, ratio))
     if abs(uniform["gmacs"] / allocated["gmacs"] - 1) >= EQUAL_GMACS:  # round_to steps can be coarser than that
         print(f"warning: no uniform ratio reaches the allocated {allocated['gmacs']:.4f} GMACs within {EQUAL_GMACS:.0%} "
               f"(closest: {ratio:g}, {uniform['gmacs']:.4f}); try --round-to 1")
@@ -159,22 +152,39 @@ def allocation_at_ratio(args: argparse.Namespace, baseline: Path, data: Path, bu
     """
     from yolo_prune import api
     from yolo_prune.benchmark.stats import model_stats
-    from yolo_prune.pruning.recipe import load_recipe
 
     new: list[dict[str, Any]] = []
     uniform = next((r for r in rows if r["criterion"] == "l2" and r["ratio"] == ratio), None)
     if uniform is None:
-        settings = {"pruning_ratio": ratio, "importance": "l2", "round_to": args.round_to, "seed": args.seed}
-        uniform = run_arm(args.work, f"l2-r{ratio}", baseline, data, budget, prune_settings=settings) | {
-            "criterion": "l2", "ratio": ratio}
+        uniform = run_arm(args.work, f"l2-r{ratio}", baseline, data, budget,
+                          prune_settings=uniform_settings(args, ratio)) | {"criterion": "l2", "ratio": ratio}
         new.append(uniform)
     reduction = model_stats(api.load(baseline).model, args.img)["gmacs"] / uniform["gmacs"]
-    recipe = api.stage_allocation(baseline, data, args.work / f"sensitivity-r{ratio}", reduction=reduction,
-                                  ratios=PipelineSettings.scan_ratios, images=args.scan_images, img_size=args.img,
-                                  tolerance=REDUCTION_TOLERANCE, batch_size=budget.batch_size, workers=args.workers,
-                                  min_channels=args.min_channels, importance="l2", round_to=args.round_to)
-    allocated = run_arm(args.work, f"allocated-r{ratio}", baseline, data, budget, prune_settings=load_recipe(recipe))
+    allocated = allocated_arm(args, baseline, data, budget, f"allocated-r{ratio}", args.work / f"sensitivity-r{ratio}",
+                              reduction)
     return new + [allocated | {"criterion": "allocated (l2)", "ratio": None, "gmacs_of_ratio": ratio}]
+
+
+def uniform_settings(args: argparse.Namespace, ratio: float, importance: str = "l2") -> dict[str, Any]:
+    """The prune settings of a row at one ratio for every group."""
+    return {"pruning_ratio": ratio, "importance": importance, "round_to": args.round_to, "seed": args.seed}
+
+
+def allocated_arm(args: argparse.Namespace, baseline: Path, data: Path, budget: Budget, name: str, scan_dir: Path,
+                  reduction: float) -> dict[str, Any]:
+    """The main job's l2 allocation for ``reduction`` x fewer GMACs, scanned in ``scan_dir``, fine-tuned as ``name``.
+
+    Each output-stride stage scanned alone at the main job's scan ratios on the first ``--scan-images``
+    unaugmented train images; a scan already in ``scan_dir`` is reused.
+    """
+    from yolo_prune import api
+    from yolo_prune.pruning.recipe import load_recipe
+
+    recipe = api.stage_allocation(baseline, data, scan_dir, reduction=reduction, ratios=PipelineSettings.scan_ratios,
+                                  images=args.scan_images, img_size=args.img, tolerance=REDUCTION_TOLERANCE,
+                                  batch_size=budget.batch_size, workers=args.workers, min_channels=args.min_channels,
+                                  importance="l2", round_to=args.round_to)
+    return run_arm(args.work, name, baseline, data, budget, prune_settings=load_recipe(recipe))
 
 
 def summarise(args: argparse.Namespace, baseline: Path, data: Path, budget: Budget, control: dict[str, Any],
@@ -216,8 +226,13 @@ def print_table(result: dict[str, Any]) -> None:
     c = result["control"]
     print(f"baseline mAP50-95 {result['baseline_metrics']['map50_95']:.4f}, {result['baseline_metrics']['gmacs']:.3f} "
           f"GMACs; control (same {result['budget']['epochs']}-epoch fine-tune, unpruned) {c['map50_95']:.4f}")
+
     def ratio(r: dict[str, Any]) -> Any:  # an allocation for a ratio's GMACs: that ratio in brackets
-        return r["ratio"] if r["ratio"] is not None else f"({r['gmacs_of_ratio']})" if r.get("gmacs_of_ratio") else "-"
+        if r["ratio"] is not None:
+            return r["ratio"]
+        if r.get("gmacs_of_ratio"):
+            return f"({r['gmacs_of_ratio']})"
+        return "-"
 
     rows = [[r["criterion"], ratio(r), r["gmacs"], r["params_m"], r["latency_ms"], r["map50_95_pruned"],
              r["map50_95"], r["retention"]] for r in result["rows"]]
