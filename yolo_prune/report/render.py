@@ -71,13 +71,13 @@ def _make_plots(entries: list[dict[str, Any]], plot_dir: Path) -> dict[str, Path
         "map_vs_gmacs": scatter_plot(entries, "gmacs", "map50_95", plot_dir / "map_vs_gmacs.png", xlabel="GMACs",
                                      ylabel="mAP50-95", title="Accuracy vs compute", invert_x=True),
         "fps_vs_map": scatter_plot(entries, "map50_95", "fps", plot_dir / "fps_vs_map.png", xlabel="mAP50-95",
-                                   ylabel="FPS", title="Speed vs accuracy"),
+                                   ylabel="FPS", title="Speed vs accuracy (each model timed alone)"),
         "channels": channels_plot(entries, plot_dir / "channels.png"),
     }
     return {k: v for k, v in made.items() if v is not None}
 
 
-_CAPTIONS = {"map_vs_gmacs": "mAP50-95 vs GMACs", "fps_vs_map": "FPS vs mAP50-95",
+_CAPTIONS = {"map_vs_gmacs": "mAP50-95 vs GMACs", "fps_vs_map": "FPS vs mAP50-95 (batch 1, each model timed alone, so noisy)",
              "channels": "Output channels per layer, before and after pruning"}
 
 
