@@ -2,17 +2,14 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-import signal
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from yolo_prune.paths import MODEL_CFGS_DIR
-from yolo_prune.pipeline import CoreHandover, PipelineSettings, _check_plan, _prune_plan, main_job, targets, verdict
+from yolo_prune.pipeline import PipelineSettings, _check_plan, _prune_plan, main_job, targets, verdict
 
 
 def _tiny_settings(tmp_path) -> PipelineSettings:
@@ -83,32 +80,6 @@ def test_main_job_runs_every_stage_and_reports(tmp_path, capfd):
     assert again["models"] == report["models"]
     assert (out / "finetune" / "weights" / "best.pt").stat().st_mtime_ns == stamp
     assert "training the" not in capfd.readouterr().out
-
-
-@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="the hand-over signals SIGUSR1 (POSIX)")
-def test_the_control_takes_the_main_process_cores_once_the_pruned_arm_is_done():
-    import torch
-
-    own, handler = torch.get_num_threads(), signal.getsignal(signal.SIGUSR1)
-    try:
-        torch.set_num_threads(1)
-        cores = CoreHandover(multiprocessing.Event(), multiprocessing.Event(), 2)
-        cores.accept()  # the control's process, first thing
-        assert torch.get_num_threads() == 1 and cores.ready.is_set()  # one core while the pruned arm trains
-        cores.give(os.getpid())  # the main process, done: signals this (the control's) process
-        deadline = time.monotonic() + 5
-        while torch.get_num_threads() != 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert torch.get_num_threads() == 2
-        torch.set_num_threads(1)  # given before the control was ready: no signal, it widens as it starts
-        early = CoreHandover(multiprocessing.Event(), multiprocessing.Event(), 2)
-        early.give(os.getpid())
-        assert torch.get_num_threads() == 1
-        early.accept()
-        assert torch.get_num_threads() == 2
-    finally:
-        signal.signal(signal.SIGUSR1, handler)
-        torch.set_num_threads(own)
 
 
 def test_retention_is_the_pruned_arm_over_the_control():

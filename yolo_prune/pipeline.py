@@ -271,8 +271,7 @@ def _parallel_threads(s: PipelineSettings) -> int:
 def _control_alongside(s: PipelineSettings, data: Path, baseline: Path) -> Iterator[None]:
     """Trains the control arm in a second process (half the cores) while the block runs here (the rest).
 
-    The block's end hands this process's cores over to the control (from its next training step it
-    uses all of them) and waits for it. A process that failed leaves its run to be continued (or its
+    The block's end waits for it. A process that failed leaves its run to be continued (or its
     error raised) by ``_control`` here; an exception or interrupt here stops it first.
     """
     import torch
@@ -281,16 +280,13 @@ def _control_alongside(s: PipelineSettings, data: Path, baseline: Path) -> Itera
     if not threads:
         yield
         return
+    process = multiprocessing.get_context("spawn").Process(target=_control_process, args=(s, data, baseline, threads),
+                                                             name="yolo-prune control arm")
     own = torch.get_num_threads()
-    context = multiprocessing.get_context("spawn")
-    cores = CoreHandover(context.Event(), context.Event(), own)
-    process = context.Process(target=_control_process, args=(s, data, baseline, threads, cores),
-                              name="yolo-prune control arm")
     process.start()
     torch.set_num_threads(max(1, own - threads))
     try:
         yield
-        cores.give(process.pid)
         process.join()
     finally:
         torch.set_num_threads(own)
@@ -301,40 +297,7 @@ def _control_alongside(s: PipelineSettings, data: Path, baseline: Path) -> Itera
         print(f"the control arm's process ended with exit code {process.exitcode}; continuing its run here")
 
 
-@dataclass(frozen=True)
-class CoreHandover:
-    """The main job's process giving its cores to the control's once the pruned arm is done.
-
-    The control's process calls ``accept`` first thing: from then on a SIGUSR1 raises its threads to
-    ``threads`` (at the next Python step of its training loop, so never inside an op). ``give`` sends
-    that signal, or, if the control has not reached ``accept`` yet, leaves ``accept`` to widen at once;
-    the signal is never sent before the handler exists (its default action would end the process).
-    """
-
-    ready: Any  # multiprocessing.Event: the control's handler is installed
-    given: Any  # multiprocessing.Event: the main process is done with its cores
-    threads: int
-
-    def accept(self) -> None:
-        """In the control's process: widen to ``threads`` on the signal, or now if the cores are already given."""
-        import torch
-
-        if not hasattr(signal, "SIGUSR1"):  # Windows: keep the threads it started with
-            return
-        signal.signal(signal.SIGUSR1, lambda signum, frame: torch.set_num_threads(self.threads))
-        self.ready.set()
-        if self.given.is_set():
-            torch.set_num_threads(self.threads)
-
-    def give(self, pid: int) -> None:
-        """In the main process: the control may use every core from now on."""
-        self.given.set()
-        if self.ready.is_set() and hasattr(signal, "SIGUSR1"):
-            with contextlib.suppress(ProcessLookupError):  # it may have just finished
-                os.kill(pid, signal.SIGUSR1)
-
-
-def _control_process(s: PipelineSettings, data: Path, baseline: Path, threads: int, cores: CoreHandover) -> None:
+def _control_process(s: PipelineSettings, data: Path, baseline: Path, threads: int) -> None:
     """The second process: the control arm on ``threads`` threads, without progress bars (the pruned arm has them).
 
     Ctrl-C reaches the main process, which stops this one with SIGTERM; it exits quietly (its last
@@ -349,10 +312,8 @@ def _control_process(s: PipelineSettings, data: Path, baseline: Path, threads: i
     signal.signal(signal.SIGTERM, interrupt)
     os.environ["TQDM_DISABLE"] = "1"
     torch.set_num_threads(threads)
-    cores.accept()
     try:
-        _control(s, data, baseline, step_note=f" in a second process on {threads} thread(s) beside the pruned arm, "
-                                              f"on {cores.threads} once it is done")
+        _control(s, data, baseline, step_note=f" in a second process on {threads} thread(s), beside the pruned arm")
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as err:  # noqa: BLE001 - reported here in one line; the main process raises it properly
