@@ -35,6 +35,7 @@ def scatter_plot(entries: Sequence[dict[str, Any]], x: str, y: str, path: str | 
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for px, py, _ in points:
         ax.scatter(px, py, s=36)
+    ax.margins(0.1)  # room for the labels of markers at the edges
     if invert_x:
         ax.invert_xaxis()
     for (px, py, name), offset in zip(points, _label_offsets(ax, points), strict=True):
