@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("yolo_prune.data",),
     ("yolo_prune.settings", "yolo_prune.devices"),
     ("yolo_prune.io",),
-    ("yolo_prune.registry", "yolo_prune.paths", "yolo_prune.reporting"),
+    ("yolo_prune.registry", "yolo_prune.paths", "yolo_prune.reporting", "yolo_prune.interrupts"),
     ("models",),                                           # the YOLOv7 module tree
 ]
 # The one sanctioned upward edge: the official ``attempt_load`` reaches (lazily) up to the safe loader.

@@ -400,6 +400,42 @@ def test_an_interrupted_main_job_stops_the_control_process_it_started(weights, d
     assert _resumable_epoch(control_last) >= 0  # and its last epoch is kept for the re-run
 
 
+SWALLOWED_INTERRUPT = """
+import contextlib, signal, sys, time, weakref
+from yolo_prune.interrupts import Interrupted, interrupts_not_lost
+
+def interrupt(signum, frame):
+    raise Interrupted(signum)
+
+def land_in_a_finalizer(ref):  # the handler runs here, in a weakref callback, where CPython ignores its exception
+    signal.raise_signal(signal.SIGTERM)
+
+signal.signal(signal.SIGTERM, interrupt)
+guard = interrupts_not_lost() if sys.argv[1] == "guarded" else contextlib.nullcontext()
+try:
+    with guard:
+        thing = type("Thing", (), {})()
+        ref = weakref.ref(thing, land_in_a_finalizer)
+        del thing
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # stands for a training loop
+            time.sleep(0.01)
+    print("kept running")
+except Interrupted as err:
+    print("stopped by", err)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "raise_signal") or os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("guard, expected", [("guarded", "stopped by SIGTERM"), ("bare", "kept running")])
+def test_an_interrupt_swallowed_by_a_finalizer_is_delivered_again(guard, expected):
+    # the main job once ran on after SIGTERM: the handler's exception had landed in a weakref callback
+    done = subprocess.run([sys.executable, "-c", SWALLOWED_INTERRUPT, guard], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=60)
+    assert done.stdout.strip() == expected, done.stderr
+    assert ("Exception ignored" in done.stderr) == (guard == "bare")  # redelivered quietly
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -305,15 +305,18 @@ def _control_process(s: PipelineSettings, data: Path, baseline: Path, threads: i
     """
     import torch
 
+    from yolo_prune.interrupts import Interrupted, interrupts_not_lost
+
     def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        raise Interrupted(signum)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, interrupt)
     os.environ["TQDM_DISABLE"] = "1"
     torch.set_num_threads(threads)
     try:
-        _control(s, data, baseline, step_note=f" in a second process on {threads} thread(s), beside the pruned arm")
+        with interrupts_not_lost():  # a SIGTERM swallowed by a finalizer would leave the main process waiting
+            _control(s, data, baseline, step_note=f" in a second process on {threads} thread(s), beside the pruned arm")
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as err:  # noqa: BLE001 - reported here in one line; the main process raises it properly

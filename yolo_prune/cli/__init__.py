@@ -22,6 +22,8 @@ import warnings
 from types import ModuleType
 from typing import Any, Iterator, Sequence
 
+from yolo_prune.interrupts import Interrupted, interrupts_not_lost
+
 # command -> module (imported only when chosen: keeps start-up short)
 COMMANDS: dict[str, str] = {
     "run": "yolo_prune.cli.run",
@@ -41,14 +43,6 @@ LOGGERS = ("yolo_prune", "models")
 # Errors a user can fix from the message alone: one line, no traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError, OSError)
 DEBUG_HELP = "show the full traceback of an error (also: YOLO_PRUNE_DEBUG=1)"
-
-
-class Interrupted(KeyboardInterrupt):
-    """A termination signal (SIGTERM) delivered as an interrupt, so cleanups run as for Ctrl-C."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 class _CliHandler(logging.StreamHandler):
@@ -191,6 +185,7 @@ def _termination_as_interrupt() -> Iterator[None]:
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        yield
+        with interrupts_not_lost():  # one that lands in a finalizer is swallowed there: sent again
+            yield
     finally:
         signal.signal(signal.SIGTERM, previous)
