@@ -402,16 +402,16 @@ def test_an_interrupted_main_job_stops_the_control_process_it_started(weights, d
 
 SWALLOWED_INTERRUPT = """
 import contextlib, signal, sys, time, weakref
-from yolo_prune.interrupts import Interrupted, interrupts_not_lost
+from yolo_prune.interrupts import Interrupted, termination_as_interrupt
 
-def interrupt(signum, frame):
+def interrupt(signum, frame):  # what the guard installs, without its redelivery
     raise Interrupted(signum)
 
 def land_in_a_finalizer(ref):  # the handler runs here, in a weakref callback, where CPython ignores its exception
     signal.raise_signal(signal.SIGTERM)
 
 signal.signal(signal.SIGTERM, interrupt)
-guard = interrupts_not_lost() if sys.argv[1] == "guarded" else contextlib.nullcontext()
+guard = termination_as_interrupt() if sys.argv[1] == "guarded" else contextlib.nullcontext()
 try:
     with guard:
         thing = type("Thing", (), {})()

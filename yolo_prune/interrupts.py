@@ -5,10 +5,11 @@ weakref callback or a ``__del__``. An exception raised there (the ``KeyboardInte
 the interrupt a SIGTERM handler raises) cannot propagate: CPython prints "Exception ignored in ..."
 and carries on, so a training run that was told to stop keeps training. ``interrupts_not_lost``
 catches such an exception in ``sys.unraisablehook`` and sends the same signal again a moment later,
-from a helper thread, so that it arrives once the finalizer has returned.
+from a helper thread, so that it arrives once the finalizer has returned. ``termination_as_interrupt``
+adds SIGTERM (as ``Interrupted``) to what stops a block the way Ctrl-C does.
 
-    >>> with interrupts_not_lost():
-    ...     train()  # Ctrl-C / SIGTERM stop it even when they land in a finalizer
+    >>> with termination_as_interrupt():
+    ...     train()  # Ctrl-C / SIGTERM stop it, also when they land in a finalizer
 """
 from __future__ import annotations
 
@@ -28,6 +29,28 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+@contextlib.contextmanager
+def termination_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises ``Interrupted`` (as SIGINT raises ``KeyboardInterrupt``) within the block.
+
+    Neither is lost in a finalizer (``interrupts_not_lost``). Outside the main thread, which alone
+    gets signals, it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with interrupts_not_lost():
+            yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

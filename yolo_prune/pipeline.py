@@ -305,17 +305,13 @@ def _control_process(s: PipelineSettings, data: Path, baseline: Path, threads: i
     """
     import torch
 
-    from yolo_prune.interrupts import Interrupted, interrupts_not_lost
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise Interrupted(signum)
+    from yolo_prune.interrupts import termination_as_interrupt
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, interrupt)
-    os.environ["TQDM_DISABLE"] = "1"
-    torch.set_num_threads(threads)
     try:
-        with interrupts_not_lost():  # a SIGTERM swallowed by a finalizer would leave the main process waiting
+        with termination_as_interrupt():  # one swallowed by a finalizer would leave the main process waiting
+            os.environ["TQDM_DISABLE"] = "1"
+            torch.set_num_threads(threads)
             _control(s, data, baseline, step_note=f" in a second process on {threads} thread(s), beside the pruned arm")
     except KeyboardInterrupt:
         sys.exit(130)

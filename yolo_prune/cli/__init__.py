@@ -17,12 +17,11 @@ import os
 import shlex
 import signal
 import sys
-import threading
 import warnings
 from types import ModuleType
 from typing import Any, Iterator, Sequence
 
-from yolo_prune.interrupts import Interrupted, interrupts_not_lost
+from yolo_prune.interrupts import Interrupted, termination_as_interrupt
 
 # command -> module (imported only when chosen: keeps start-up short)
 COMMANDS: dict[str, str] = {
@@ -122,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(quiet=args.quiet)
     debug = bool(args.debug or os.environ.get("YOLO_PRUNE_DEBUG"))
     try:
-        with quiet_output(args.quiet), _warnings_as_lines(), _termination_as_interrupt():
+        with quiet_output(args.quiet), _warnings_as_lines(), termination_as_interrupt():
             command_module(args.command).run(args)
     except KeyboardInterrupt as err:
         if debug:
@@ -173,19 +172,3 @@ def _warnings_as_lines() -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def _termination_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises ``Interrupted`` (as SIGINT raises ``KeyboardInterrupt``) while a command runs."""
-    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise Interrupted(signum)
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        with interrupts_not_lost():  # one that lands in a finalizer is swallowed there: sent again
-            yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

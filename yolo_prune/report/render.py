@@ -77,7 +77,8 @@ def _make_plots(entries: list[dict[str, Any]], plot_dir: Path) -> dict[str, Path
     return {k: v for k, v in made.items() if v is not None}
 
 
-_CAPTIONS = {"map_vs_gmacs": "mAP50-95 vs GMACs", "fps_vs_map": "FPS vs mAP50-95 (batch 1, each model timed alone, so noisy)",
+_CAPTIONS = {"map_vs_gmacs": "mAP50-95 vs GMACs",
+             "fps_vs_map": "FPS vs mAP50-95 (batch 1, each model timed alone, so noisy)",
              "channels": "Output channels per layer, before and after pruning"}
 
 
