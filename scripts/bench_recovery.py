@@ -161,7 +161,7 @@ def allocation_at_ratio(args: argparse.Namespace, baseline: Path, data: Path, bu
         new.append(uniform)
     reduction = model_stats(api.load(baseline).model, args.img)["gmacs"] / uniform["gmacs"]
     allocated = allocated_arm(args, baseline, data, budget, f"allocated-r{ratio}", args.work / f"sensitivity-r{ratio}",
-                              reduction)
+                              reduction, scan=args.work / "sensitivity" / "sensitivity.json")
     return new + [allocated | {"criterion": "allocated (l2)", "ratio": None, "gmacs_of_ratio": ratio}]
 
 
@@ -171,11 +171,12 @@ def uniform_settings(args: argparse.Namespace, ratio: float, importance: str = "
 
 
 def allocated_arm(args: argparse.Namespace, baseline: Path, data: Path, budget: Budget, name: str, scan_dir: Path,
-                  reduction: float) -> dict[str, Any]:
-    """The main job's l2 allocation for ``reduction`` x fewer GMACs, scanned in ``scan_dir``, fine-tuned as ``name``.
+                  reduction: float, scan: Path | None = None) -> dict[str, Any]:
+    """The main job's l2 allocation for ``reduction`` x fewer GMACs, made in ``scan_dir``, fine-tuned as ``name``.
 
     Each output-stride stage scanned alone at the main job's scan ratios on the first ``--scan-images``
-    unaugmented train images; a scan already in ``scan_dir`` is reused.
+    unaugmented train images; a finished ``scan`` (the scan of another target: only the allocation
+    differs) or a scan already in ``scan_dir`` is reused.
     """
     from yolo_prune import api
     from yolo_prune.pruning.recipe import load_recipe
@@ -183,7 +184,7 @@ def allocated_arm(args: argparse.Namespace, baseline: Path, data: Path, budget: 
     recipe = api.stage_allocation(baseline, data, scan_dir, reduction=reduction, ratios=PipelineSettings.scan_ratios,
                                   images=args.scan_images, img_size=args.img, tolerance=REDUCTION_TOLERANCE,
                                   batch_size=budget.batch_size, workers=args.workers, min_channels=args.min_channels,
-                                  importance="l2", round_to=args.round_to)
+                                  importance="l2", round_to=args.round_to, scan=scan)
     return run_arm(args.work, name, baseline, data, budget, prune_settings=load_recipe(recipe))
 
 

@@ -342,6 +342,24 @@ def test_cli_one_epoch_writes_checkpoints_results_and_config(shapes_data, fast_h
     assert "epoch 1/1" not in captured.err and captured.out == ""  # --quiet: no bars, no printout
 
 
+def test_results_png_is_drawn_when_a_metric_lands_and_after_the_last_epoch(tiny_model, shapes_data, fast_hyp,
+                                                                             tmp_path):
+    class PlotRecorder(TrainerCallbacks):
+        def __init__(self):
+            self.drawn = []
+
+        def on_epoch_end(self, trainer, epoch, row):
+            png = trainer.paths.results_png
+            self.drawn.append(png.exists())
+            png.unlink(missing_ok=True)
+
+    recorder = PlotRecorder()
+    finetune(copy.deepcopy(tiny_model), data=shapes_data, hyp=fast_hyp, out_dir=tmp_path / "run", epochs=3,
+             img_size=IMG, batch_size=2, nominal_batch=2, workers=0, device="cpu", val_period=2, callbacks=recorder)
+    assert recorder.drawn == [False, True, True]  # epoch 2 validated (period 2), epoch 3 the last
+    assert len((tmp_path / "run" / "results.csv").read_text().splitlines()) == 4  # the csv has every epoch
+
+
 class _Interrupt(TrainerCallbacks):
     def on_epoch_end(self, trainer, epoch, row):
         raise KeyboardInterrupt  # like Ctrl-C after last.pt of epoch 0 is written

@@ -69,7 +69,10 @@ def test_recovery_table_runs_every_arm_with_one_budget_and_an_allocation_of_equa
     assert result["vs_random"]["l2"]["0.5"]["equal_macs"] is True
     at_half = rows[4]  # allocated for the GMACs of the uniform l2 row at 0.5 (--allocate-at's default)
     assert at_half["gmacs_of_ratio"] == 0.5 and at_half["ratio"] is None
-    target = yaml.safe_load((work / "sensitivity-r0.5" / "recipe.yaml").read_text())["target"]
+    recipe = yaml.safe_load((work / "sensitivity-r0.5" / "recipe.yaml").read_text())
+    assert not (work / "sensitivity-r0.5" / "sensitivity.json").exists()  # allocated from the first scan
+    assert recipe["provenance"]["scan"] == str(work / "sensitivity" / "sensitivity.json")
+    target = recipe["target"]
     assert target["value"] == pytest.approx(rows[0]["gmacs"], abs=1e-6)
     assert at_half["prune"]["layer_ratios"] and at_half["gmacs"] < rows[0]["gmacs"] * (1 + target["tolerance"])
     margin = result["vs_random"]["allocated (l2)"]["0.5"]

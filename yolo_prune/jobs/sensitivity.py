@@ -61,17 +61,18 @@ def run_sensitivity(settings: SensitivitySettings) -> dict[str, Any]:
 def stage_allocation(weights: str | Path, data: str | Path, out: Path, *, reduction: float,
                      ratios: Sequence[float] = (0.3, 0.5, 0.7), images: int = 100, img_size: int,
                      importance: str = "l2", round_to: int | None = None, min_channels: int | None = None,
-                     tolerance: float = 0.02, **evaluation: Any) -> Path:
+                     tolerance: float = 0.02, scan: Path | None = None, **evaluation: Any) -> Path:
     """A recipe of per-stride-stage ratios for ``reduction`` x fewer GMACs; returns its path.
 
     The main job's allocation (and the recovery table's): each output-stride stage is pruned alone
     at each of ``ratios`` (the largest caps the allocation), scored on the first ``images``
     unaugmented *train* images, so that the val split which judges the pruned model did not
     choose its ratios. A recipe already in ``out`` is returned as it is and a finished scan is
-    reused, so an interrupted job continues. ``evaluation``: ``batch_size``, ``device``,
-    ``workers``, ``trust``.
+    reused, so an interrupted job continues. ``scan``: a finished scan of the same model, data and
+    scan settings to allocate from instead (another target's; default: the one in ``out``, if any).
+    ``evaluation``: ``batch_size``, ``device``, ``workers``, ``trust``.
     """
-    recipe, scan = out / "recipe.yaml", out / "sensitivity.json"
+    recipe, scan = out / "recipe.yaml", scan or out / "sensitivity.json"
     if recipe.exists():
         return recipe
     summary = run_sensitivity(SensitivitySettings(
