@@ -62,6 +62,12 @@ def test_main_job_runs_every_stage_and_reports(tmp_path, capfd):
         assert t[f"retention_{key}"] == expected
     for m in report["models"]:
         assert 0.0 <= m["map50_95"] <= m["map50"] <= 1.0 and m["fps"] > 0
+    # latency per architecture from the interleaved A/B (one of a pair timed alone can be 25 % off the other)
+    torch_ab = report["speed"]["torch"]
+    assert base["latency_ms"] == control["latency_ms"] == torch_ab["baseline_ms"]
+    assert pruned["latency_ms"] == tuned["latency_ms"] == torch_ab["pruned_ms"]
+    assert tuned["fps"] == 1000.0 / torch_ab["pruned_ms"] and tuned["latency_alone_ms"] > 0
+    assert report["latency_source"].startswith("torch A/B")
     out = settings.out
     assert json.loads((out / "report.json").read_text())["models"][0]["name"] == "baseline"
     page = (out / "report" / "report.md").read_text()
@@ -72,7 +78,7 @@ def test_main_job_runs_every_stage_and_reports(tmp_path, capfd):
     assert "mAP50-95" in printed and "fewer MACs" in printed
     if len(os.sched_getaffinity(0)) >= 2:  # on CPU the control trains in a second process, beside the pruned arm
         assert "(control arm, same budget) in a second process" in printed
-    assert "retention" in page and "control" in page
+    assert "retention" in page and "control" in page and "FPS vs mAP50-95 (batch 1, torch A/B" in page
 
     # re-running continues: every stage is found done and nothing is trained again
     stamp = (out / "finetune" / "weights" / "best.pt").stat().st_mtime_ns

@@ -106,6 +106,7 @@ def main_job(s: PipelineSettings, *, command_line: str | None = None) -> dict[st
               "models": list(rows.values()), "arms": _arms(s, stages), "wall_s": round(time.perf_counter() - started, 1)}
     report["targets"] = targets(rows)
     report["speed"] = _speed(s, stages)
+    report["latency_source"] = with_ab_latency(report["models"], report["speed"])
     atomic_write_json(report, s.out / "report.json")
     _write_pages(s, report)
     print("\n" + summary_table(report["models"]))
@@ -113,6 +114,31 @@ def main_job(s: PipelineSettings, *, command_line: str | None = None) -> dict[st
         print(line)
     print("\n" + verdict(report["targets"]) + f" Report: {s.out / 'report' / 'report.md'}")
     return report
+
+
+ALONE = "each model timed alone"
+
+
+def with_ab_latency(models: list[dict[str, Any]], speed: dict[str, Any]) -> str:
+    """Gives every model the torch A/B's latency of its architecture; returns where the figures come from.
+
+    Timed alone, one after the other, two models of one architecture (the baseline and the control)
+    can differ by 25 % on a shared machine. The A/B timed the baseline's and the pruned model's
+    architectures interleaved, so each model with the baseline's channels gets the baseline's median
+    and each with the pruned model's channels the pruned one's (``latency_alone_ms`` / ``fps_alone``
+    keep the single timings). Without a torch A/B the single timings stay.
+    """
+    ab = speed.get("torch") or {}
+    by_name = {m["name"]: m for m in models}
+    if "baseline_ms" not in ab or not {"baseline", "pruned+finetuned"} <= by_name.keys():
+        return ALONE
+    medians = [(by_name["baseline"]["channels"], ab["baseline_ms"]),
+               (by_name["pruned+finetuned"]["channels"], ab["pruned_ms"])]
+    for m in models:
+        ms = next((ms for channels, ms in medians if m.get("channels") == channels), None)
+        if ms is not None:
+            m.update(latency_alone_ms=m["latency_ms"], fps_alone=m["fps"], latency_ms=ms, fps=1000.0 / ms)
+    return f"torch A/B, {ab['threads']} threads: the interleaved medians, one per architecture"
 
 
 def summary_table(models: list[dict[str, Any]]) -> str:
@@ -402,8 +428,9 @@ def _write_pages(s: PipelineSettings, report: dict[str, Any]) -> None:
         same = {k: v for k, v in arms["control"]["settings"].items() if arms["pruned+finetuned"]["settings"][k] == v}
         notes.append(f"Both arms: {s.finetune_epochs} epochs, the same hyp and seed "
                      f"({len(same)}/{len(arms['control']['settings'])} fine-tune settings identical).")
+    notes.append(f"Latency and FPS (batch 1): {report['latency_source']}.")
     build_report(report["models"], s.out / "report", title="yolo-prune: baseline, pruned, fine-tuned and control",
-                 notes=notes, summary=_retention_rows(t) + speed_rows(report["speed"]))
+                 notes=notes, summary=_retention_rows(t) + speed_rows(report["speed"]), timing=report["latency_source"])
 
 
 def _speed(s: PipelineSettings, stages: dict[str, Path]) -> dict[str, Any]:

@@ -36,7 +36,8 @@ def table_rows(entries: Sequence[dict[str, Any]]) -> list[list[Any]]:
 
 
 def build_report(entries: Sequence[dict[str, Any]], out_dir: str | Path, *, title: str = "yolo-prune report",
-                 notes: Sequence[str] = (), summary: Sequence[tuple[str, Any]] = ()) -> dict[str, Path]:
+                 notes: Sequence[str] = (), summary: Sequence[tuple[str, Any]] = (),
+                 timing: str = "each model timed alone") -> dict[str, Path]:
     """Writes ``report.md``, ``report.html`` (images embedded), ``plots/*.png`` and ``entries.json``.
 
     Args:
@@ -46,6 +47,8 @@ def build_report(entries: Sequence[dict[str, Any]], out_dir: str | Path, *, titl
         title: Page title.
         notes: Extra markdown lines printed under the title (e.g. the command that made the runs).
         summary: ``(label, value)`` pairs shown as a two-column table above the models (e.g. retention).
+        timing: How the entries' latencies were measured, ``"label: details"`` or a label; the label
+            titles the FPS plot, the whole is its caption.
 
     Returns:
         ``{"markdown", "html", "entries", "<plot name>" ...}`` paths.
@@ -57,40 +60,43 @@ def build_report(entries: Sequence[dict[str, Any]], out_dir: str | Path, *, titl
     headers = [h for _, h in COLUMNS]
     rows = table_rows(entries)
     with staged_folder(out_dir) as stage:  # all the files, or (on an error) none of them
-        plots = _make_plots(entries, stage / "plots")
-        markdown = _markdown(title, notes, headers, rows, plots, stage, summary)
+        plots = _make_plots(entries, stage / "plots", timing)
+        captions = _captions(timing)
+        markdown = _markdown(title, notes, headers, rows, plots, stage, summary, captions)
         paths = {"entries": atomic_write_json({"models": entries}, stage / "entries.json"),
                  "markdown": atomic_write_text(markdown, stage / "report.md"),
-                 "html": atomic_write_text(_html(title, notes, headers, rows, plots, summary), stage / "report.html"),
+                 "html": atomic_write_text(_html(title, notes, headers, rows, plots, summary, captions),
+                                           stage / "report.html"),
                  **plots}
     return {key: out_dir / path.relative_to(stage) for key, path in paths.items()}
 
 
-def _make_plots(entries: list[dict[str, Any]], plot_dir: Path) -> dict[str, Path]:
+def _make_plots(entries: list[dict[str, Any]], plot_dir: Path, timing: str) -> dict[str, Path]:
     made = {
         "map_vs_gmacs": scatter_plot(entries, "gmacs", "map50_95", plot_dir / "map_vs_gmacs.png", xlabel="GMACs",
                                      ylabel="mAP50-95", title="Accuracy vs compute", invert_x=True),
         "fps_vs_map": scatter_plot(entries, "map50_95", "fps", plot_dir / "fps_vs_map.png", xlabel="mAP50-95",
-                                   ylabel="FPS", title="Speed vs accuracy (each model timed alone)"),
+                                   ylabel="FPS", title=f"Speed vs accuracy ({timing.split(':')[0]})"),
         "channels": channels_plot(entries, plot_dir / "channels.png"),
     }
     return {k: v for k, v in made.items() if v is not None}
 
 
-_CAPTIONS = {"map_vs_gmacs": "mAP50-95 vs GMACs",
-             "fps_vs_map": "FPS vs mAP50-95 (batch 1, each model timed alone, so noisy)",
-             "channels": "Output channels per layer, before and after pruning"}
+def _captions(timing: str) -> dict[str, str]:
+    noisy = ", so noisy" if timing == "each model timed alone" else ""
+    return {"map_vs_gmacs": "mAP50-95 vs GMACs", "fps_vs_map": f"FPS vs mAP50-95 (batch 1, {timing}{noisy})",
+            "channels": "Output channels per layer, before and after pruning"}
 
 
 def _markdown(title: str, notes: Sequence[str], headers: list[str], rows: list[list[Any]], plots: dict[str, Path],
-              out_dir: Path, summary: Sequence[tuple[str, Any]] = ()) -> str:
+              out_dir: Path, summary: Sequence[tuple[str, Any]], captions: dict[str, str]) -> str:
     rows = [[str(v).replace("|", "\\|") if isinstance(v, str) else v for v in row] for row in rows]
     lines = [f"# {title}", "", *notes, "" if notes else None]
     if summary:
         lines += [format_table([list(pair) for pair in summary], ["summary", "value"], markdown=True), ""]
     lines += [format_table(rows, headers, markdown=True), ""]
     for key, path in plots.items():
-        lines += [f"## {_CAPTIONS[key]}", "", f"![{_CAPTIONS[key]}]({path.relative_to(out_dir).as_posix()})", ""]
+        lines += [f"## {captions[key]}", "", f"![{captions[key]}]({path.relative_to(out_dir).as_posix()})", ""]
     return "\n".join(line for line in lines if line is not None)
 
 
@@ -106,7 +112,7 @@ def _inline_code(text: str) -> str:
 
 
 def _html(title: str, notes: Sequence[str], headers: list[str], rows: list[list[Any]], plots: dict[str, Path],
-          summary: Sequence[tuple[str, Any]] = ()) -> str:
+          summary: Sequence[tuple[str, Any]], captions: dict[str, str]) -> str:
     esc = html.escape
     pairs = "".join(f"<tr><td>{esc(str(k))}</td><td>{esc(format_cell(v))}</td></tr>" for k, v in summary)
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
@@ -118,7 +124,7 @@ def _html(title: str, notes: Sequence[str], headers: list[str], rows: list[list[
              f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"]
     for key, path in plots.items():
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-        parts.append(f"<h2>{esc(_CAPTIONS[key])}</h2><img alt='{esc(_CAPTIONS[key])}' "
+        parts.append(f"<h2>{esc(captions[key])}</h2><img alt='{esc(captions[key])}' "
                      f"src='data:image/png;base64,{data}'>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
