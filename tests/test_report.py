@@ -68,6 +68,27 @@ def test_report_renders_the_expected_rows_and_plots(tmp_path):
     assert json.loads(paths["entries"].read_text())["models"][2]["fps"] == 100.0
 
 
+def test_the_fps_plot_says_how_the_latencies_were_measured(tmp_path):
+    from yolo_prune.report import write_report
+
+    ab = "torch A/B, 2 threads: the interleaved medians, one per architecture"
+    timed = [make_entry({"name": name, "gmacs": gmacs, "map50_95": 0.3, "latency_ms": ms, "timing": ab})
+             for name, gmacs, ms in (("baseline", 2.0, 20.0), ("pruned", 1.0, 10.0))]
+    alone = [make_entry({**e, "timing": None}) for e in timed]
+
+    def caption(entries, out):
+        page = build_report(entries, tmp_path / out)["markdown"].read_text()
+        return next(line for line in page.splitlines() if line.startswith("## FPS vs mAP50-95"))
+
+    assert caption(timed, "ab") == f"## FPS vs mAP50-95 (batch 1, {ab})"
+    assert caption(alone, "alone") == "## FPS vs mAP50-95 (batch 1, each model timed alone, so noisy)"
+    assert "timed in different ways" in caption([timed[0], alone[1]], "mixed")
+    report_json = tmp_path / "report.json"  # a main job's report, read back by `yolo-prune report`
+    report_json.write_text(json.dumps({"models": timed, "latency_source": ab}))
+    page = write_report([report_json], tmp_path / "again")["markdown"].read_text()
+    assert f"## FPS vs mAP50-95 (batch 1, {ab})" in page
+
+
 def test_plots_without_data_are_left_out(tmp_path):
     paths = build_report([make_entry({"name": "a", "params_m": 1.0, "gmacs": 1.0})], tmp_path)
     assert not {"map_vs_gmacs", "fps_vs_map", "channels"} & set(paths)

@@ -31,6 +31,7 @@ import yaml
 from yolo_prune import api
 from yolo_prune.io import atomic_write_json, atomic_write_text
 from yolo_prune.paths import HYP_DIR
+from yolo_prune.report.entries import TIMED_ALONE
 from yolo_prune.reporting import format_table
 from yolo_prune.settings import JobSettings
 
@@ -116,9 +117,6 @@ def main_job(s: PipelineSettings, *, command_line: str | None = None) -> dict[st
     return report
 
 
-ALONE = "each model timed alone"
-
-
 def with_ab_latency(models: list[dict[str, Any]], speed: dict[str, Any]) -> str:
     """Gives every model the torch A/B's latency of its architecture; returns where the figures come from.
 
@@ -126,19 +124,22 @@ def with_ab_latency(models: list[dict[str, Any]], speed: dict[str, Any]) -> str:
     can differ by 25 % on a shared machine. The A/B timed the baseline's and the pruned model's
     architectures interleaved, so each model with the baseline's channels gets the baseline's median
     and each with the pruned model's channels the pruned one's (``latency_alone_ms`` / ``fps_alone``
-    keep the single timings). Without a torch A/B the single timings stay.
+    keep the single timings; ``timing`` says so, for the report). Without a torch A/B the single
+    timings stay.
     """
     ab = speed.get("torch") or {}
     by_name = {m["name"]: m for m in models}
     if "baseline_ms" not in ab or not {"baseline", "pruned+finetuned"} <= by_name.keys():
-        return ALONE
+        return TIMED_ALONE
+    timing = f"torch A/B, {ab['threads']} threads: the interleaved medians, one per architecture"
     medians = [(by_name["baseline"]["channels"], ab["baseline_ms"]),
                (by_name["pruned+finetuned"]["channels"], ab["pruned_ms"])]
     for m in models:
         ms = next((ms for channels, ms in medians if m.get("channels") == channels), None)
         if ms is not None:
-            m.update(latency_alone_ms=m["latency_ms"], fps_alone=m["fps"], latency_ms=ms, fps=1000.0 / ms)
-    return f"torch A/B, {ab['threads']} threads: the interleaved medians, one per architecture"
+            m.update(latency_alone_ms=m["latency_ms"], fps_alone=m["fps"], latency_ms=ms, fps=1000.0 / ms,
+                     timing=timing)
+    return timing
 
 
 def summary_table(models: list[dict[str, Any]]) -> str:
@@ -430,7 +431,7 @@ def _write_pages(s: PipelineSettings, report: dict[str, Any]) -> None:
                      f"({len(same)}/{len(arms['control']['settings'])} fine-tune settings identical).")
     notes.append(f"Latency and FPS (batch 1): {report['latency_source']}.")
     build_report(report["models"], s.out / "report", title="yolo-prune: baseline, pruned, fine-tuned and control",
-                 notes=notes, summary=_retention_rows(t) + speed_rows(report["speed"]), timing=report["latency_source"])
+                 notes=notes, summary=_retention_rows(t) + speed_rows(report["speed"]))
 
 
 def _speed(s: PipelineSettings, stages: dict[str, Path]) -> dict[str, Any]:

@@ -15,6 +15,8 @@ An entry is a plain dict with these keys (any may be None except ``name``):
     latency_ms  float   per-image latency
     channels    dict    {conv name: output channels}
     family      str     detector family (``yolov7``, ``ultralytics``): "MACs x" compares within one
+    timing      str     how ``latency_ms`` was measured, ``"label: details"`` (None: the model timed
+                        alone; the main job's entries carry the interleaved A/B's)
 
 Accepted files (``entries_from_json``):
 
@@ -36,7 +38,8 @@ from typing import Any, Iterable
 from yolo_prune.registry import unknown_name_message
 
 ENTRY_KEYS = ("name", "source", "params_m", "gmacs", "file_mib", "map50_95", "map50", "fps", "latency_ms", "channels",
-              "family")
+              "family", "timing")
+TIMED_ALONE = "each model timed alone"  # the ``timing`` of an entry that names none
 NUMBER_KEYS = ("params_m", "gmacs", "file_mib", "map50_95", "map50", "fps", "latency_ms")
 # other spellings seen in run JSONs -> entry key
 _ALIASES = {"mAP50-95": "map50_95", "map": "map50_95", "mAP50": "map50", "latency_ms_median": "latency_ms",

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from yolo_prune.io import atomic_write_json, atomic_write_text, staged_folder
-from yolo_prune.report.entries import make_entry
+from yolo_prune.report.entries import TIMED_ALONE, make_entry
 from yolo_prune.report.plots import channels_plot, scatter_plot
 from yolo_prune.reporting import format_cell, format_table
 
@@ -36,8 +36,7 @@ def table_rows(entries: Sequence[dict[str, Any]]) -> list[list[Any]]:
 
 
 def build_report(entries: Sequence[dict[str, Any]], out_dir: str | Path, *, title: str = "yolo-prune report",
-                 notes: Sequence[str] = (), summary: Sequence[tuple[str, Any]] = (),
-                 timing: str = "each model timed alone") -> dict[str, Path]:
+                 notes: Sequence[str] = (), summary: Sequence[tuple[str, Any]] = ()) -> dict[str, Path]:
     """Writes ``report.md``, ``report.html`` (images embedded), ``plots/*.png`` and ``entries.json``.
 
     Args:
@@ -47,8 +46,6 @@ def build_report(entries: Sequence[dict[str, Any]], out_dir: str | Path, *, titl
         title: Page title.
         notes: Extra markdown lines printed under the title (e.g. the command that made the runs).
         summary: ``(label, value)`` pairs shown as a two-column table above the models (e.g. retention).
-        timing: How the entries' latencies were measured, ``"label: details"`` or a label; the label
-            titles the FPS plot, the whole is its caption.
 
     Returns:
         ``{"markdown", "html", "entries", "<plot name>" ...}`` paths.
@@ -60,6 +57,7 @@ def build_report(entries: Sequence[dict[str, Any]], out_dir: str | Path, *, titl
     headers = [h for _, h in COLUMNS]
     rows = table_rows(entries)
     with staged_folder(out_dir) as stage:  # all the files, or (on an error) none of them
+        timing = entries_timing(entries)
         plots = _make_plots(entries, stage / "plots", timing)
         captions = _captions(timing)
         markdown = _markdown(title, notes, headers, rows, plots, stage, summary, captions)
@@ -69,6 +67,17 @@ def build_report(entries: Sequence[dict[str, Any]], out_dir: str | Path, *, titl
                                            stage / "report.html"),
                  **plots}
     return {key: out_dir / path.relative_to(stage) for key, path in paths.items()}
+
+
+def entries_timing(entries: Sequence[dict[str, Any]]) -> str:
+    """How the FPS of the entries were measured (their ``timing``; None is a model timed alone).
+
+    ``"label: details"``: the label titles the FPS plot, the whole is its caption.
+    """
+    kinds = {e.get("timing") or TIMED_ALONE for e in entries if e.get("fps") is not None}
+    if len(kinds) > 1:
+        return "timed in different ways: each entry's timing is in entries.json"
+    return kinds.pop() if kinds else TIMED_ALONE
 
 
 def _make_plots(entries: list[dict[str, Any]], plot_dir: Path, timing: str) -> dict[str, Path]:
@@ -83,7 +92,7 @@ def _make_plots(entries: list[dict[str, Any]], plot_dir: Path, timing: str) -> d
 
 
 def _captions(timing: str) -> dict[str, str]:
-    noisy = ", so noisy" if timing == "each model timed alone" else ""
+    noisy = ", so noisy" if timing == TIMED_ALONE else ""
     return {"map_vs_gmacs": "mAP50-95 vs GMACs", "fps_vs_map": f"FPS vs mAP50-95 (batch 1, {timing}{noisy})",
             "channels": "Output channels per layer, before and after pruning"}
 
