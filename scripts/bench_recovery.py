@@ -6,9 +6,9 @@
         --no-allocation --work /tmp/rec --out /tmp/rec/recovery.json   # smoke
 
 Every row starts from the same trained baseline and gets the same fine-tune (epochs, hyp, seed):
-ratios x criteria, distillation on/off at 0.5, a sensitivity-allocated recipe against the uniform
-ratio of equal GMACs, and (``--allocate-at``, default 0.5) an allocation for the GMACs of a uniform
-ratio. The control is the unpruned baseline given that fine-tune; ``retention`` is a row's mAP50-95
+ratios x criteria, distillation on/off at 0.5, l2 with least-squares compensation (``--compensate-at``,
+default 0.5 and 0.7), a sensitivity-allocated recipe against the uniform ratio of equal GMACs, and
+(``--allocate-at``, default 0.5) an allocation for the GMACs of a uniform ratio. The control is the unpruned baseline given that fine-tune; ``retention`` is a row's mAP50-95
 over the control's. ``random`` is the sanity floor: uniform pruning at one ratio keeps
 the same channel counts whatever the criterion, so rows of one ratio have equal MACs and the table
 says by how many points each criterion beats random there. Writes the JSON (one ``retention`` per
@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5, 0.7])
     p.add_argument("--importances", nargs="+", default=["l2", "random", "bn_scale", "taylor", "lamp"])
     p.add_argument("--no-distill", dest="distill", action="store_false", help="skip the distillation row")
+    p.add_argument("--compensate-at", type=float, nargs="*", default=[0.5, 0.7], metavar="RATIO",
+                   help="also an l2 row with least-squares compensation at each ratio (none: skip)")
     p.add_argument("--allocate-at", type=float, nargs="*", default=[0.5], metavar="RATIO",
                    help="also allocate for the GMACs of the uniform l2 row at each ratio (none: skip)")
     p.add_argument("--no-allocation", dest="allocation", action="store_false",
@@ -96,6 +98,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         distilled = run_arm(args.work, "l2-r0.5-distill", baseline, data, budget,
                             prune_settings=uniform_settings(args, 0.5), teacher=baseline)
         rows.append(distilled | {"criterion": "l2+distill", "ratio": 0.5})
+        write()
+    for ratio in args.compensate_at:
+        rows.append(run_arm(args.work, f"l2-r{ratio}-compensated", baseline, data, budget,
+                            prune_settings=uniform_settings(args, ratio), compensate=True)
+                    | {"criterion": "l2+compensation", "ratio": ratio})
         write()
     if args.allocation:
         rows.extend(allocation_rows(args, baseline, data, budget))

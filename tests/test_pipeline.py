@@ -101,15 +101,19 @@ def test_retention_is_the_pruned_arm_over_the_control():
     assert "-" in verdict({**t, "retention_map50_95": None, "map_vs_baseline": None})
 
 
-def test_distill_applies_to_the_pruned_arm_only(tmp_path, capfd):
+def test_distill_and_compensation_apply_to_the_pruned_arm_only(tmp_path, capfd):
     settings = _tiny_settings(tmp_path)
     settings.distill = True
+    settings.compensate, settings.calibration_images = True, 4
     settings.parallel_arms = False  # and the arms one after the other, in this process
     report = main_job(settings)
     assert "second process" not in capfd.readouterr().out
     arms = report["arms"]
     assert arms["pruned+finetuned"]["teacher"] is not None and arms["control"]["teacher"] is None
     assert "Distillation: the pruned arm" in (settings.out / "report" / "report.md").read_text()
+    pruned = json.loads((settings.out / "pruned" / "pruned.json").read_text())
+    assert pruned["settings"]["compensate"] is True
+    assert "refitted by least squares on 4 train images" in report["pruning"] == pruned["plan"]
 
 
 def test_a_ratio_or_a_recipe_replaces_the_allocation_and_both_are_refused(tmp_path):

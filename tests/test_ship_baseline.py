@@ -51,23 +51,28 @@ def test_recovery_table_runs_every_arm_with_one_budget_and_an_allocation_of_equa
     argv = ["--baseline", str(cfg_run / "weights" / "best.pt"), "--data", str(cfg_run.parent / "data" / "data.yaml"),
             "--work", str(work), "--out", str(out), "--epochs", "1", "--batch", "2", "--img", "64", "--ratios", "0.5",
             "--importances", "l2", "random", "--no-distill", "--reduction", "2", "--scan-images", "2",
-            "--round-to", "1", "--workers", "0"]  # round_to 8 on tiny widths: GMACs steps coarser than 5 %
+            "--round-to", "1", "--workers", "0", "--compensate-at", "0.5"]  # round_to 8 on tiny widths: GMACs steps
+    # coarser than 5 %
     result = load_script("bench_recovery").main(argv)
     assert json.loads(out.read_text()) == result and out.with_suffix(".png").stat().st_size > 0
     rows, control = result["rows"], result["control"]
-    assert [r["criterion"] for r in rows] == ["l2", "random", "uniform (l2)", "allocated (l2)", "allocated (l2)"]
+    assert [r["criterion"] for r in rows] == ["l2", "random", "l2+compensation", "uniform (l2)", "allocated (l2)",
+                                              "allocated (l2)"]
     assert result["budget"]["epochs"] == 1 and result["budget"]["batch_size"] == 2 and control["prune"] is None
     assert all(r["epochs"] == control["epochs"] == 1 and r["hyp"] == control["hyp"] for r in rows)
     for r in rows:  # retention is each row's mAP50-95 over the control's
         expected = r["map50_95"] / control["map50_95"] if control["map50_95"] > 0 else None
         assert r["retention"] == expected
-    uniform, allocated = rows[2], rows[3]
+    compensated = rows[2]  # the l2 row's channels, refitted on the train images
+    assert compensated["prune"]["compensate"] is True and rows[0]["prune"]["compensate"] is False
+    assert compensated["gmacs"] == rows[0]["gmacs"] and compensated["ratio"] == 0.5
+    uniform, allocated = rows[3], rows[4]
     assert abs(uniform["gmacs"] / allocated["gmacs"] - 1) < 0.05  # the uniform ratio of equal GMACs
     assert allocated["gmacs"] < result["baseline_metrics"]["gmacs"] / 1.8  # allocated for 2x fewer
     scan = json.loads((work / "sensitivity" / "sensitivity.json").read_text())
     assert scan["settings"]["split"] == "train" and scan["settings"]["max_images"] == 2  # the main job's scan
     assert result["vs_random"]["l2"]["0.5"]["equal_macs"] is True
-    at_half = rows[4]  # allocated for the GMACs of the uniform l2 row at 0.5 (--allocate-at's default)
+    at_half = rows[5]  # allocated for the GMACs of the uniform l2 row at 0.5 (--allocate-at's default)
     assert at_half["gmacs_of_ratio"] == 0.5 and at_half["ratio"] is None
     recipe = yaml.safe_load((work / "sensitivity-r0.5" / "recipe.yaml").read_text())
     assert not (work / "sensitivity-r0.5" / "sensitivity.json").exists()  # allocated from the first scan

@@ -29,6 +29,7 @@ from typing import Any, Iterator
 import yaml
 
 from yolo_prune import api
+from yolo_prune.data.batches import calibration_batches
 from yolo_prune.io import atomic_write_json, atomic_write_text
 from yolo_prune.paths import HYP_DIR
 from yolo_prune.report.entries import TIMED_ALONE
@@ -69,6 +70,8 @@ class PipelineSettings(JobSettings):
     importance: str = "l2"
     round_to: int | None = 8
     distill: bool = False             # the pruned arm (only) learns from the baseline as teacher
+    compensate: bool = False          # refit each conv that loses inputs by least squares (pruning.compensation)
+    calibration_images: int = 128     # train images that fit that compensation
     control: bool = True              # fine-tune the unpruned baseline with the same budget
     parallel_arms: bool = True        # on CPU: the control trains in a second process, on half the cores,
                                       # while the scan and the pruned arm run (same settings, seed and hyp)
@@ -222,6 +225,9 @@ def _prune(s: PipelineSettings, baseline: Path, data: Path) -> Path:
     if out.exists():
         return out
     kwargs, plan = _prune_plan(s, baseline, data)
+    if s.compensate:
+        kwargs["calibration_batches"] = calibration_batches(data, img_size=s.img_size, n_images=s.calibration_images)
+        plan += f"; each conv that loses inputs refitted by least squares on {s.calibration_images} train images"
     print(f"[3/6] pruning {baseline}: {plan}")
     loaded = api.load(baseline, trust=s.trust)
     result = api.prune(loaded, img_size=s.img_size, seed=s.seed, **kwargs)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from yolo_prune import api
+from yolo_prune.data.batches import calibration_batches
 from yolo_prune.io import atomic_write_json
 
 
@@ -42,7 +43,7 @@ class Budget:
 
 def run_arm(work: Path, name: str, baseline: Path, data: Path, budget: Budget, *,
             prune_settings: dict[str, Any] | None = None, teacher: Path | None = None,
-            taylor_data: tuple[Path, Path] | None = None) -> dict[str, Any]:
+            taylor_data: tuple[Path, Path] | None = None, compensate: bool = False) -> dict[str, Any]:
     """Prunes (unless ``prune_settings`` is None: the control), fine-tunes and evaluates one arm.
 
     Args:
@@ -55,6 +56,7 @@ def run_arm(work: Path, name: str, baseline: Path, data: Path, budget: Budget, *
             ``layer_ratios`` ...).
         teacher: Distil from this checkpoint while fine-tuning.
         taylor_data: ``(images_dir, ann_file)`` of real batches for gradient criteria.
+        compensate: Refit the pruned model's consumers by least squares on ``data``'s train images.
 
     Returns:
         The row: settings, ``gmacs``, ``params_m``, ``map50_95_pruned`` / ``map50_pruned`` (before
@@ -70,7 +72,10 @@ def run_arm(work: Path, name: str, baseline: Path, data: Path, budget: Budget, *
     start_from = baseline
     if prune_settings is not None:
         batches = _taylor_batches(taylor_data, budget.img_size, prune_settings)
-        api.prune(loaded, img_size=budget.img_size, taylor_batches=batches, **prune_settings)
+        calibration = calibration_batches(data, img_size=budget.img_size) if compensate else None
+        row["prune"]["compensate"] = compensate
+        api.prune(loaded, img_size=budget.img_size, taylor_batches=batches, calibration_batches=calibration,
+                  **prune_settings)
         start_from = api.save(loaded, work / name / "pruned.pt")
     before = evaluate_checkpoint(start_from, data, budget)
     row.update({"map50_95_pruned": before["map50_95"], "map50_pruned": before["map50"]})

@@ -46,6 +46,11 @@ def _add_pruning_args(how: argparse._ArgumentGroup) -> None:
             help="prune recipe yaml, or a name in configs/prune/ (replaces the ratio flags)")
     setting(how, "--steps", settings=s, dest="iterative_steps", type=int,
             help="reach the ratio in this many steps (with --data: a short fine-tune between steps)")
+    setting(how, "--compensate", settings=s, dest="compensate", type=Path, metavar="DATA",
+            help="data yaml: refit each conv that loses inputs by least squares on its train images "
+                 "(keeps much of the accuracy before fine-tuning)")
+    setting(how, "--calibration-images", settings=s, dest="calibration_images", type=int,
+            help="train images that fit --compensate")
     setting(how, "--data", settings=s, dest="data", type=Path,
             help="data yaml: iterative pruning fine-tunes on it between --steps")
     setting(how, "--epochs-per-step", settings=s, dest="epochs_per_step", type=int,

@@ -43,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     setting(parser, "--min-channels", settings=s, dest="min_channels", type=int,
             help="no group keeps fewer output channels (the scan and the allocation see it too)")
     switch(parser, "--distill", dest="distill", help="distil from the baseline (pruned arm only)")
+    switch(parser, "--compensate", dest="compensate",
+           help="refit each conv that loses inputs by least squares on train images (pruned arm only)")
+    setting(parser, "--calibration-images", settings=s, dest="calibration_images", type=int,
+            help="train images that fit --compensate")
     switch(parser, "--no-control", dest="control", off=True, help="skip the control arm (no retention figure)")
     switch(parser, "--sequential-arms", dest="parallel_arms", off=True,
            help="train the control after the pruned arm, in this process (default on CPU: side by side)")

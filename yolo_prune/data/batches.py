@@ -21,3 +21,18 @@ def loss_batches(images_dir: str | Path, ann_file: str | Path, *, img_size: int,
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         imgs, targets, _, _ = CocoDetectionDataset.collate_fn(items)
         yield imgs.float() / 255.0, targets
+
+
+def calibration_batches(data: str | Path, *, img_size: int, n_images: int = 128,
+                        batch_size: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``n_images`` train images of a data yaml (whole batches), letterboxed, for pruning compensation.
+
+    Train, not val: the split that judges a pruned model does not fit its weights.
+    """
+    from yolo_prune.data.config import load_data_config
+
+    if n_images < 1:
+        raise ValueError(f"calibration needs at least one image, got n_images={n_images}")
+    cfg = load_data_config(data)
+    return list(loss_batches(cfg.train_images, cfg.train_ann, img_size=img_size,
+                             n_batches=-(-n_images // batch_size), batch_size=batch_size))

@@ -23,6 +23,7 @@ import yaml
 
 from yolo_prune.adapters import DetectorAdapter, get_adapter, load_model
 from yolo_prune.benchmark import BenchmarkSettings, model_summary
+from yolo_prune.data.batches import calibration_batches
 from yolo_prune.io import LoadedModel, atomic_write_json, atomic_write_text
 from yolo_prune.pruning import PruneResult, prune_model
 from yolo_prune.pruning.pruner import check_prune_settings
@@ -95,9 +96,15 @@ def run_prune(settings: PruneSettings) -> dict[str, Any]:
         raise FileNotFoundError(f"--weights {s.weights} does not exist")
     if s.dry_run and s.mode == "unstructured":
         raise ValueError("--dry-run lists channel groups; it does not apply to --mode unstructured")
+    if s.compensate is not None and s.mode == "unstructured":
+        raise ValueError("--compensate refits the consumers of removed channels; --mode unstructured removes none: "
+                         "drop one of them")
     kwargs = prune_kwargs(s)
     if s.mode == "channel":  # a bad ratio, recipe value or criterion fails before the model is loaded or run
         check_prune_settings({**kwargs, "img_size": s.img_size})
+    if s.compensate is not None and not s.dry_run:
+        kwargs["calibration_batches"] = calibration_batches(s.compensate, img_size=s.img_size,
+                                                            n_images=s.calibration_images)
     out = None if s.dry_run else resolve_out_path(s, kwargs)
     loaded = load_model(s.weights, cfg=s.cfg, family=s.family, trust=s.trust)
     adapter = get_adapter(loaded.family)

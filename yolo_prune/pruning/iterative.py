@@ -106,7 +106,7 @@ def iterative_prune(model: nn.Module, adapter: DetectorAdapter, *, steps: int, f
     step_settings = {k: v for k, v in prune_settings.items() if k not in ("global_pruning", "max_pruning_ratio")}
     result = IterativeResult(model=model, settings={"steps": steps, "pruning_ratio": pruning_ratio,
                                                     "layer_ratios": layer_ratios, "img_size": img_size,
-                                                    **prune_settings})
+                                                    **_recorded(prune_settings)})
     result.steps.append(_record(model, 0, 0.0, img_size, None, _score(score_fn, model)))
     for k in range(1, steps + 1):
         note = _prune_step(model, adapter, img_size, _step_layer_ratios(model, plan, k, steps), step_settings)
@@ -121,6 +121,12 @@ def iterative_prune(model: nn.Module, adapter: DetectorAdapter, *, steps: int, f
                      f"score {record.score_pruned} -> {record.score}" + (f" ({note})" if note else ""))
     result.model = model
     return result
+
+
+def _recorded(prune_settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings as the result records them: calibration images become ``compensate: True``."""
+    recorded = {k: v for k, v in prune_settings.items() if k != "calibration_batches"}
+    return recorded | {"compensate": True} if "calibration_batches" in prune_settings else recorded
 
 
 def final_widths(model: nn.Module, adapter: DetectorAdapter, *, img_size: int, **prune_kwargs: Any

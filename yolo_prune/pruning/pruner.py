@@ -18,6 +18,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from yolo_prune.pruning.compensation import Compensator
 from yolo_prune.pruning.importance import get_importance
 from yolo_prune.pruning.settings import PRUNE_DEFAULTS as D
 from yolo_prune.pruning.widths import GroupWidth, plan_widths, planned_ratios, warn_if_dishonoured, width_report
@@ -107,7 +108,7 @@ def prune_model(model: nn.Module, adapter: DetectorAdapter, *, img_size: int = D
                 max_pruning_ratio: float = D.max_pruning_ratio, round_to: int | None = D.round_to,
                 min_channels: int = D.min_channels, iterative_steps: int = D.iterative_steps,
                 taylor_batches: Iterable[Batch] | None = None, loss_hyp: dict | None = None, seed: int = D.seed,
-                dry_run: bool = False) -> PruneResult:
+                calibration_batches: Iterable[Batch] | None = None, dry_run: bool = False) -> PruneResult:
     """Removes whole channels of ``model`` (in place) at ``pruning_ratio`` (defaults: ``PruneSettings``).
 
     Args:
@@ -117,8 +118,7 @@ def prune_model(model: nn.Module, adapter: DetectorAdapter, *, img_size: int = D
         importance: A name in ``yolo_prune.pruning.IMPORTANCES`` (l1, l2, taylor, ...).
         pruning_ratio: Fraction of channels removed per group (or globally), in [0, 1).
         global_pruning: Rank channels across all groups instead of within each group.
-        layer_ratios: ``{module-name glob: ratio}`` overriding ``pruning_ratio`` for the
-            convs whose qualified names match (e.g. ``{"model.7[5-9]*": 0.2}``).
+        layer_ratios: ``{conv-name glob: ratio}`` overriding ``pruning_ratio`` (e.g. ``{"model.7[5-9]*": 0.2}``).
         max_pruning_ratio: No layer loses more than this fraction (useful with global).
         round_to: Keep channel counts multiples of this (hardware-friendly widths).
         min_channels: No group keeps fewer output channels (rounded up to ``round_to``); when that
@@ -127,6 +127,7 @@ def prune_model(model: nn.Module, adapter: DetectorAdapter, *, img_size: int = D
         taylor_batches: Batches whose loss gradients feed ``taylor``; synthetic if None.
         loss_hyp: Hyper-parameters for the adapter's loss (Taylor only).
         seed: Seeds the random criterion and synthetic batches, so runs repeat.
+        calibration_batches: Real images: refit each conv that loses inputs by least squares (``compensation``).
         dry_run: Only list the groups and how many channels each would lose.
 
     Raises:
@@ -136,7 +137,7 @@ def prune_model(model: nn.Module, adapter: DetectorAdapter, *, img_size: int = D
     settings = dict(importance=importance, pruning_ratio=pruning_ratio, global_pruning=global_pruning,
                     layer_ratios=dict(layer_ratios or {}), max_pruning_ratio=max_pruning_ratio,
                     round_to=round_to, min_channels=min_channels, iterative_steps=iterative_steps,
-                    img_size=img_size, seed=seed)
+                    img_size=img_size, seed=seed, compensate=calibration_batches is not None)
     check_prune_settings(settings)  # before the model is touched
     torch.manual_seed(seed)
     was_training = model.training
@@ -145,7 +146,7 @@ def prune_model(model: nn.Module, adapter: DetectorAdapter, *, img_size: int = D
     nothing_to_do = pruning_ratio == 0 and not layer_ratios
     if not nothing_to_do:
         result.groups, plans, widths = _prune_groups(model, adapter, trace_inputs, settings, taylor_batches,
-                                                     loss_hyp, dry_run)
+                                                     loss_hyp, calibration_batches, dry_run)
     result.model = adapter.finish_pruning(model)
     result.model.train(was_training)
     if not (dry_run or nothing_to_do):
@@ -183,8 +184,9 @@ def _before(model: nn.Module, adapter: DetectorAdapter, settings: dict[str, Any]
 
 def _prune_groups(model: nn.Module, adapter: DetectorAdapter, trace_inputs: torch.Tensor, settings: dict[str, Any],
                   taylor_batches: Iterable[Batch] | None, loss_hyp: dict | None,
+                  calibration_batches: Iterable[Batch] | None,
                   dry_run: bool) -> tuple[list[PruneGroup], list[GroupWidth], dict[str, int]]:
-    """Runs torch-pruning's pruner step by step (one step on a dry run).
+    """Runs torch-pruning's pruner step by step (one step on a dry run), compensating when given images.
 
     Returns what each group lost, the planned widths (``widths.plan_widths``) and the conv widths
     after pruning (of the model as the adapter prepared it, whose names the plan uses).
@@ -197,6 +199,9 @@ def _prune_groups(model: nn.Module, adapter: DetectorAdapter, trace_inputs: torc
         plans = plan_widths(model, adapter, trace_inputs, _training_forward, layer_ratios, settings)
         if not settings["global_pruning"]:  # each group at the ratio that keeps its planned width
             layer_ratios = {**layer_ratios, **planned_ratios(plans)}
+        compensate = None
+        if calibration_batches is not None and not dry_run:  # inputs of the unpruned model, every head branch
+            compensate = Compensator(model, (imgs for imgs, _ in calibration_batches))
         pruner = tp.pruner.BasePruner(
             model, trace_inputs, importance=spec.build(), global_pruning=settings["global_pruning"],
             pruning_ratio=settings["pruning_ratio"], pruning_ratio_dict=layer_ratios,
@@ -207,7 +212,7 @@ def _prune_groups(model: nn.Module, adapter: DetectorAdapter, trace_inputs: torc
             if spec.needs_gradients:
                 _accumulate_loss_gradients(model, adapter, taylor_batches, settings["img_size"], loss_hyp,
                                            settings["seed"])
-            groups.extend(_run_step(pruner, dry_run))
+            groups.extend(_run_step(pruner, dry_run, compensate))
         model.zero_grad(set_to_none=True)
     return groups, plans, conv_out_channels(model)
 
@@ -269,7 +274,7 @@ def _match_layer_ratios(model: nn.Module, layer_ratios: dict[str, float] | None,
     return matched
 
 
-def _run_step(pruner: tp.pruner.BasePruner, dry_run: bool) -> list[PruneGroup]:
+def _run_step(pruner: tp.pruner.BasePruner, dry_run: bool, compensate: Compensator | None = None) -> list[PruneGroup]:
     """One pruning step; returns what each group lost (or would lose)."""
     names = pruner.DG._module2name
     described = []
@@ -280,6 +285,8 @@ def _run_step(pruner: tp.pruner.BasePruner, dry_run: bool) -> list[PruneGroup]:
         described.append(PruneGroup(root=names.get(root, "?"), layers=layers,
                                     channels=pruner.DG.get_out_channels(root), pruned=len(group[0].idxs)))
         if not dry_run:
+            if compensate is not None:
+                compensate(group, pruner.DG)
             group.prune()
     return described
 

@@ -31,6 +31,10 @@ class PruneSettings(ModelSourceSettings):
         layer_ratios: ``{module-name glob: ratio}`` overriding ``pruning_ratio``.
         recipe: A prune recipe yaml or a name in ``configs/prune/``; replaces the ratio settings.
         iterative_steps: Reach the ratio in this many steps (with ``data``: a short fine-tune between).
+        compensate: Data yaml: before channels go, refit every conv that read them by least squares
+            to the inputs it keeps, on the first ``calibration_images`` train images
+            (``yolo_prune.pruning.compensation``); keeps much of the accuracy before fine-tuning.
+        calibration_images: Train images that fit the compensation.
         data: Data yaml: iterative pruning fine-tunes on its train split and scores on its val split.
         epochs_per_step: Fine-tune epochs after each step (with ``data``).
         workers: Data-loading processes of those fine-tunes and of the scoring between steps.
@@ -58,6 +62,8 @@ class PruneSettings(ModelSourceSettings):
     layer_ratios: dict[str, float] = field(default_factory=dict)
     recipe: str | None = None
     iterative_steps: int = 1
+    compensate: Path | None = None
+    calibration_images: int = 128
     data: Path | None = None
     epochs_per_step: int = 1
     workers: int = 2
