@@ -208,10 +208,12 @@ def test_prune_command_iterative_with_fine_tuning(tmp_path):
     weights = api.save(LoadedModel(model, "yolov7", ["a", "b", "c"], [8, 16, 32]), tmp_path / "m.pt")
     out = tmp_path / "it.pt"
     assert cli_main(["prune", "--weights", str(weights), "--img", "64", "--ratio", "0.5", "--steps", "2",
-                     "--data", str(data), "--epochs-per-step", "1", "--out", str(out), "--no-latency"]) == 0
+                     "--data", str(data), "--epochs-per-step", "1", "--out", str(out), "--no-latency",
+                     "--compensate", str(data), "--calibration-images", "4"]) == 0  # refitted at every step
     final = api.load(out)
     assert final.names == names and final.model.model[-1].nc == len(names)
     report = json.loads(out.with_suffix(".json").read_text())
+    assert report["iterative"]["settings"]["compensate"] is True  # recorded, not the calibration images
     steps = report["iterative"]["steps"]
     assert len(steps) == 3  # the original, then two prune + fine-tune steps
     assert steps[0]["gmacs"] > steps[1]["gmacs"] > steps[2]["gmacs"]
