@@ -157,3 +157,27 @@ def test_compensated_ultralytics_models_stay_closer_to_the_unpruned_outputs(cfg)
         with torch.no_grad():
             errors[name] = float((_first_tensor(pruned(x)) - reference).abs().mean())
     assert errors["compensated"] < 0.3 * errors["plain"], errors
+
+
+def test_iterative_pruning_refits_at_every_step_even_from_a_generator():
+    """Each step re-collects the statistics of the model as it is then; a generator must not run dry."""
+    from yolo_prune.pruning.iterative import iterative_prune
+
+    model = randomise_bn(build_yolov7("yolov7-tiny", width=0.25, nc=3))
+    batches = ((torch.rand(2, 3, 64, 64), torch.zeros(0, 6)) for _ in range(2))
+    result = iterative_prune(model, get_adapter("yolov7"), steps=2, finetune_fn=None, img_size=64, pruning_ratio=0.5,
+                             round_to=8, calibration_batches=batches)
+    assert result.settings["compensate"] is True and "calibration_batches" not in result.settings
+    assert [s.gmacs for s in result.steps] == sorted((s.gmacs for s in result.steps), reverse=True)
+    assert result.steps[2].gmacs < result.steps[1].gmacs  # the second step pruned (and refitted) too
+
+
+def test_calibration_takes_exactly_the_images_asked_for(tmp_path):
+    from yolo_prune.data.batches import calibration_batches
+    from yolo_prune.data.synthetic import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "data", n_train=5, n_val=1, img_size=64, seed=0, profile="demo")
+    assert [len(b[0]) for b in calibration_batches(data, img_size=64, n_images=3, batch_size=2)] == [2, 1]
+    assert sum(len(b[0]) for b in calibration_batches(data, img_size=64, n_images=50, batch_size=2)) == 5  # all 5
+    with pytest.raises(ValueError, match="at least one image"):
+        calibration_batches(data, img_size=64, n_images=0)

@@ -126,3 +126,5 @@ def test_a_ratio_or_a_recipe_replaces_the_allocation_and_both_are_refused(tmp_pa
     settings.ratio = 0.5
     with pytest.raises(ValueError, match="pass one of them"):  # main_job's first step
         _check_plan(settings)
+    with pytest.raises(ValueError, match="--calibration-images must be >= 1"):
+        _check_plan(PipelineSettings(out=tmp_path, compensate=True, calibration_images=0))

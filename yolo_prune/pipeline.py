@@ -226,8 +226,9 @@ def _prune(s: PipelineSettings, baseline: Path, data: Path) -> Path:
         return out
     kwargs, plan = _prune_plan(s, baseline, data)
     if s.compensate:
-        kwargs["calibration_batches"] = calibration_batches(data, img_size=s.img_size, n_images=s.calibration_images)
-        plan += f"; each conv that loses inputs refitted by least squares on {s.calibration_images} train images"
+        kwargs["calibration_batches"] = batches = calibration_batches(data, img_size=s.img_size,
+                                                                      n_images=s.calibration_images)
+        plan += f"; each conv that loses inputs refitted by least squares on {sum(len(b[0]) for b in batches)} train images"
     print(f"[3/6] pruning {baseline}: {plan}")
     loaded = api.load(baseline, trust=s.trust)
     result = api.prune(loaded, img_size=s.img_size, seed=s.seed, **kwargs)
@@ -241,6 +242,8 @@ def _check_plan(s: PipelineSettings) -> None:
 
     if s.recipe is not None and s.ratio is not None:
         raise ValueError("--recipe and --ratio both set the pruning ratios: pass one of them")
+    if s.compensate and s.calibration_images < 1:
+        raise ValueError(f"--calibration-images must be >= 1 with --compensate, got {s.calibration_images}")
     if s.recipe is not None:
         read_recipe(s.recipe)
     elif s.ratio is None and not s.reduction > 1:

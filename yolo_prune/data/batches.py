@@ -25,7 +25,7 @@ def loss_batches(images_dir: str | Path, ann_file: str | Path, *, img_size: int,
 
 def calibration_batches(data: str | Path, *, img_size: int, n_images: int = 128,
                         batch_size: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The first ``n_images`` train images of a data yaml (whole batches), letterboxed, for pruning compensation.
+    """The first ``n_images`` train images of a data yaml (all, if it has fewer), letterboxed, for compensation.
 
     Train, not val: the split that judges a pruned model does not fit its weights.
     """
@@ -34,5 +34,7 @@ def calibration_batches(data: str | Path, *, img_size: int, n_images: int = 128,
     if n_images < 1:
         raise ValueError(f"calibration needs at least one image, got n_images={n_images}")
     cfg = load_data_config(data)
-    return list(loss_batches(cfg.train_images, cfg.train_ann, img_size=img_size,
-                             n_batches=-(-n_images // batch_size), batch_size=batch_size))
+    batches = loss_batches(cfg.train_images, cfg.train_ann, img_size=img_size,
+                           n_batches=-(-n_images // batch_size), batch_size=batch_size)
+    images = torch.cat([imgs for imgs, _ in batches])[:n_images]
+    return [(chunk, torch.zeros(0, 6)) for chunk in images.split(batch_size)]

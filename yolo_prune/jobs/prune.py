@@ -102,10 +102,10 @@ def run_prune(settings: PruneSettings) -> dict[str, Any]:
     kwargs = prune_kwargs(s)
     if s.mode == "channel":  # a bad ratio, recipe value or criterion fails before the model is loaded or run
         check_prune_settings({**kwargs, "img_size": s.img_size})
+    out = None if s.dry_run else resolve_out_path(s, kwargs)
     if s.compensate is not None and not s.dry_run:
         kwargs["calibration_batches"] = calibration_batches(s.compensate, img_size=s.img_size,
                                                             n_images=s.calibration_images)
-    out = None if s.dry_run else resolve_out_path(s, kwargs)
     loaded = load_model(s.weights, cfg=s.cfg, family=s.family, trust=s.trust)
     adapter = get_adapter(loaded.family)
     before = describe(loaded, adapter, s, file=s.weights)

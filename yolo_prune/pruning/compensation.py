@@ -9,7 +9,10 @@ by ridge least squares over every pixel of a few calibration images:
 and folded into the consumer: ``W[:, kept] += W[:, removed] @ M`` at every kernel tap, and
 ``W[:, removed] @ c`` (summed over the taps) into the consumer's bias, or out of the running mean of
 the BatchNorm right after it (YOLO's Conv blocks have no conv bias). The consumer then computes
-nearly what it computed before; the criterion still chooses which channels go. This is the
+nearly what it computed before; in a one-step prune the criterion still chooses which channels go
+(a later step of an iterative prune ranks the refitted weights). At zero-padded border taps the
+constant is added although the original conv read zeros there: an error of ``W[:, removed, tap] @ c``
+on border pixels, which small maps have many of (16 of 25 on a 5 x 5 stride-32 map). This is the
 reconstruction step of channel-pruning methods such as ThiNet (Luo et al., 2017) and channel
 pruning by LASSO (He et al., 2017), by closed form and without their channel selection.
 
@@ -38,7 +41,8 @@ class InputGrams:
     """Second moments of every (ungrouped) conv's input, with a constant row for the offset.
 
     ``grams[conv]`` is ``[C + 1, C + 1]`` in float64 (C input channels, the last row the constant 1),
-    summed over every pixel of the calibration images. Memory is ``8 (C + 1)^2`` bytes a conv.
+    summed over every pixel of the calibration images. Memory is ``8 (C + 1)^2`` bytes a conv, and
+    while a batch passes a conv, about four times its float32 input (two float64 copies).
     """
 
     def __init__(self, model: nn.Module, images: Iterable[torch.Tensor]) -> None:

@@ -101,6 +101,8 @@ def iterative_prune(model: nn.Module, adapter: DetectorAdapter, *, steps: int, f
     if "iterative_steps" in prune_settings or "dry_run" in prune_settings:
         raise ValueError("iterative_prune schedules the steps itself: drop iterative_steps / dry_run")
     layer_ratios = dict(layer_ratios or {})
+    if prune_settings.get("calibration_batches") is not None:  # every step refits on them: a generator would run dry
+        prune_settings["calibration_batches"] = list(prune_settings["calibration_batches"])
     plan = final_widths(model, adapter, img_size=img_size, pruning_ratio=pruning_ratio, layer_ratios=layer_ratios,
                         **prune_settings)
     step_settings = {k: v for k, v in prune_settings.items() if k not in ("global_pruning", "max_pruning_ratio")}
