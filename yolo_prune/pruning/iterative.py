@@ -96,13 +96,8 @@ def iterative_prune(model: nn.Module, adapter: DetectorAdapter, *, steps: int, f
         progress: Called with one line per step (None: silent).
         **prune_settings: Further ``prune_model`` arguments (importance, global_pruning, round_to ...).
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if "iterative_steps" in prune_settings or "dry_run" in prune_settings:
-        raise ValueError("iterative_prune schedules the steps itself: drop iterative_steps / dry_run")
+    prune_settings = _checked_settings(steps, prune_settings)
     layer_ratios = dict(layer_ratios or {})
-    if prune_settings.get("calibration_batches") is not None:  # every step refits on them: a generator would run dry
-        prune_settings["calibration_batches"] = list(prune_settings["calibration_batches"])
     plan = final_widths(model, adapter, img_size=img_size, pruning_ratio=pruning_ratio, layer_ratios=layer_ratios,
                         **prune_settings)
     step_settings = {k: v for k, v in prune_settings.items() if k not in ("global_pruning", "max_pruning_ratio")}
@@ -123,6 +118,17 @@ def iterative_prune(model: nn.Module, adapter: DetectorAdapter, *, steps: int, f
                      f"score {record.score_pruned} -> {record.score}" + (f" ({note})" if note else ""))
     result.model = model
     return result
+
+
+def _checked_settings(steps: int, prune_settings: dict[str, Any]) -> dict[str, Any]:
+    """Refuses what the schedule sets itself; calibration images become a list (every step refits on them)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if "iterative_steps" in prune_settings or "dry_run" in prune_settings:
+        raise ValueError("iterative_prune schedules the steps itself: drop iterative_steps / dry_run")
+    if prune_settings.get("calibration_batches") is not None:  # a generator would run dry after the first step
+        prune_settings = {**prune_settings, "calibration_batches": list(prune_settings["calibration_batches"])}
+    return prune_settings
 
 
 def _recorded(prune_settings: Mapping[str, Any]) -> dict[str, Any]:
