@@ -8,8 +8,8 @@
 Every row starts from the same trained baseline and gets the same fine-tune (epochs, hyp, seed):
 ratios x criteria, distillation on/off at 0.5, l2 with least-squares compensation (``--compensate-at``,
 default 0.5 and 0.7), a sensitivity-allocated recipe against the uniform ratio of equal GMACs, and
-(``--allocate-at``, default 0.5) an allocation for the GMACs of a uniform ratio. The control is the unpruned baseline given that fine-tune; ``retention`` is a row's mAP50-95
-over the control's. ``random`` is the sanity floor: uniform pruning at one ratio keeps
+(``--allocate-at``, default 0.5) an allocation for the GMACs of a uniform ratio. The control is the
+unpruned baseline given that fine-tune; ``retention`` is a row's mAP50-95 over the control's. ``random`` is the sanity floor: uniform pruning at one ratio keeps
 the same channel counts whatever the criterion, so rows of one ratio have equal MACs and the table
 says by how many points each criterion beats random there. Writes the JSON (one ``retention`` per
 row) and a plot of mAP50-95 against GMACs, one line per criterion; re-running continues.

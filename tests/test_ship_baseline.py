@@ -48,11 +48,11 @@ def test_learning_curves_write_each_runs_validations(cfg_run, tmp_path):
 
 def test_recovery_table_runs_every_arm_with_one_budget_and_an_allocation_of_equal_gmacs(cfg_run, tmp_path):
     work, out = tmp_path / "work", tmp_path / "work" / "recovery.json"
+    # round_to 8 on tiny widths: GMACs steps coarser than 5 %
     argv = ["--baseline", str(cfg_run / "weights" / "best.pt"), "--data", str(cfg_run.parent / "data" / "data.yaml"),
             "--work", str(work), "--out", str(out), "--epochs", "1", "--batch", "2", "--img", "64", "--ratios", "0.5",
             "--importances", "l2", "random", "--no-distill", "--reduction", "2", "--scan-images", "2",
-            "--round-to", "1", "--workers", "0", "--compensate-at", "0.5"]  # round_to 8 on tiny widths: GMACs steps
-    # coarser than 5 %
+            "--round-to", "1", "--workers", "0", "--compensate-at", "0.5"]
     result = load_script("bench_recovery").main(argv)
     assert json.loads(out.read_text()) == result and out.with_suffix(".png").stat().st_size > 0
     rows, control = result["rows"], result["control"]

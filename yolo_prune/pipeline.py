@@ -228,7 +228,8 @@ def _prune(s: PipelineSettings, baseline: Path, data: Path) -> Path:
     if s.compensate:
         kwargs["calibration_batches"] = batches = calibration_batches(data, img_size=s.img_size,
                                                                       n_images=s.calibration_images)
-        plan += f"; each conv that loses inputs refitted by least squares on {sum(len(b[0]) for b in batches)} train images"
+        used = sum(len(imgs) for imgs, _ in batches)
+        plan += f"; each conv that loses inputs refitted by least squares on {used} train images"
     print(f"[3/6] pruning {baseline}: {plan}")
     loaded = api.load(baseline, trust=s.trust)
     result = api.prune(loaded, img_size=s.img_size, seed=s.seed, **kwargs)

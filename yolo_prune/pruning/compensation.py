@@ -59,8 +59,6 @@ class InputGrams:
                 hook.remove()
         if not self.grams:
             raise ValueError("compensation needs at least one calibration image; got none")
-        # the original input channel of each current one, per conv (pruning shrinks and shifts them)
-        self.alive: dict[nn.Conv2d, list[int]] = {conv: list(range(g.shape[0] - 1)) for conv, g in self.grams.items()}
 
     def _accumulate(self, conv: nn.Conv2d, inputs: tuple[torch.Tensor, ...]) -> None:
         x = inputs[0].detach().double()
@@ -77,6 +75,8 @@ class Compensator:
         if not ridge > 0:
             raise ValueError(f"compensation ridge must be > 0, got {ridge}")
         self.inputs, self.ridge = InputGrams(model, images), float(ridge)
+        # the original input channel of each current one, per conv (pruning shrinks and shifts them)
+        self.alive = {conv: list(range(g.shape[0] - 1)) for conv, g in self.inputs.grams.items()}
         self.refitted = 0  # consumer updates so far (one per conv and group)
 
     def __call__(self, group: Any, graph: tp.DependencyGraph) -> None:
@@ -90,7 +90,7 @@ class Compensator:
             self._refit(conv, sorted(idxs), graph)
 
     def _refit(self, conv: nn.Conv2d, idxs: list[int], graph: tp.DependencyGraph) -> None:
-        alive = self.inputs.alive[conv]
+        alive = self.alive[conv]
         gone = set(idxs)
         kept_now = [i for i in range(len(alive)) if i not in gone]
         if not kept_now:
@@ -100,14 +100,15 @@ class Compensator:
         lost = [alive[i] for i in idxs]
         g_kk, g_lk = gram[kept][:, kept], gram[lost][:, kept]
         ridge = self.ridge * torch.diagonal(g_kk).mean()
-        fit = torch.linalg.solve(g_kk + ridge * torch.eye(len(kept), dtype=gram.dtype, device=gram.device), g_lk.T).T  # [lost, kept + 1]
+        eye = torch.eye(len(kept), dtype=gram.dtype, device=gram.device)
+        fit = torch.linalg.solve(g_kk + ridge * eye, g_lk.T).T  # [lost, kept + 1]
         weight = conv.weight.data.double()
         w_lost = weight[:, idxs]
         weight[:, kept_now] += torch.einsum("olhw,lk->okhw", w_lost, fit[:, :-1])
         conv.weight.data.copy_(weight.to(conv.weight.dtype))
         offset = torch.einsum("olhw,l->o", w_lost, fit[:, -1])  # what the constant adds to each output
         self._add_offset(conv, offset, graph)
-        self.inputs.alive[conv] = [alive[i] for i in kept_now]
+        self.alive[conv] = [alive[i] for i in kept_now]
         self.refitted += 1
 
     @staticmethod
