@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """The recovery table: how much accuracy each pruning criterion and ratio keeps after one fine-tune budget.
 
-    python scripts/bench_recovery.py                          # shipped demo baseline, the demo set, 30 epochs
+    python scripts/bench_recovery.py                          # shipped demo baseline, the demo set, 50 epochs
     python scripts/bench_recovery.py --epochs 2 --ratios 0.5 --importances l2 random --no-distill \
         --no-allocation --work /tmp/rec --out /tmp/rec/recovery.json   # smoke
 
-Every row starts from the same trained baseline and gets the same fine-tune (epochs, hyp, seed):
+Every row starts from the same trained baseline and gets the same fine-tune (epochs, hyp, seed, the
+second half without mosaic):
 ratios x criteria, distillation on/off at 0.5, l2 with least-squares compensation (``--compensate-at``,
 default 0.5 and 0.7), a sensitivity-allocated recipe against the uniform ratio of equal GMACs, and
 (``--allocate-at``, default 0.5) an allocation for the GMACs of a uniform ratio. The control is the
@@ -26,11 +27,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from yolo_prune.io import atomic_write_json  # noqa: E402
+from yolo_prune.paths import HYP_DIR  # noqa: E402
 from yolo_prune.pipeline import REDUCTION_TOLERANCE, PipelineSettings  # noqa: E402
 from yolo_prune.recovery import Budget, run_arm, with_retention  # noqa: E402
 from yolo_prune.reporting import format_table  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+LONG_HYP = HYP_DIR / "hyp.finetune.long.yaml"  # the fine-tune for this budget (its header says why)
 EQUAL_GMACS = 0.05  # two rows within this (relative) have equal MACs
 
 
@@ -50,10 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also allocate for the GMACs of the uniform l2 row at each ratio (none: skip)")
     p.add_argument("--no-allocation", dest="allocation", action="store_false",
                    help="skip the sensitivity-allocated vs uniform rows")
-    p.add_argument("--epochs", type=int, default=30, help="fine-tune budget of every row")
+    p.add_argument("--epochs", type=int, default=50, help="fine-tune budget of every row")
     p.add_argument("--batch", type=int, default=PipelineSettings.batch_size,
                    help="fine-tune batch of every row (the main job's)")
-    p.add_argument("--hyp", help="fine-tune hyp of every row (default: the project's)")
+    p.add_argument("--hyp", default=str(LONG_HYP), help="fine-tune hyp of every row (default: %(default)s)")
+    p.add_argument("--close-mosaic", type=int, help="final fine-tune epochs without mosaic (default: half of them)")
     p.add_argument("--img", type=int, default=Budget.img_size)
     p.add_argument("--round-to", type=int, default=8)
     p.add_argument("--reduction", type=float, default=PipelineSettings.reduction,
@@ -77,8 +81,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return result
     started = time.perf_counter()
     baseline, data = resolve_inputs(args)
-    budget = Budget(epochs=args.epochs, img_size=args.img, batch_size=args.batch, nominal_batch=args.batch, hyp=args.hyp,
-                    workers=args.workers, seed=args.seed)
+    budget = budget_of(args)
     control = run_arm(args.work, "control", baseline, data, budget)
     rows: list[dict[str, Any]] = []
 
@@ -112,6 +115,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print_table(result)
     print(f"\nwritten {args.out} and {args.out.with_suffix('.png')} ({result['wall_s']:.0f} s)")
     return result
+
+
+def budget_of(args: argparse.Namespace) -> Budget:
+    """The one fine-tune of every row; without ``--close-mosaic`` its second half has no mosaic."""
+    close_mosaic = args.epochs // 2 if args.close_mosaic is None else args.close_mosaic
+    return Budget(epochs=args.epochs, img_size=args.img, batch_size=args.batch, nominal_batch=args.batch, hyp=args.hyp,
+                  close_mosaic=close_mosaic, workers=args.workers, seed=args.seed)
 
 
 def resolve_inputs(args: argparse.Namespace) -> tuple[Path, Path]:

@@ -52,7 +52,7 @@ def test_recovery_table_runs_every_arm_with_one_budget_and_an_allocation_of_equa
     argv = ["--baseline", str(cfg_run / "weights" / "best.pt"), "--data", str(cfg_run.parent / "data" / "data.yaml"),
             "--work", str(work), "--out", str(out), "--epochs", "1", "--batch", "2", "--img", "64", "--ratios", "0.5",
             "--importances", "l2", "random", "--no-distill", "--reduction", "2", "--scan-images", "2",
-            "--round-to", "1", "--workers", "0", "--compensate-at", "0.5"]
+            "--round-to", "1", "--workers", "0", "--compensate-at", "0.5", "--close-mosaic", "1"]
     result = load_script("bench_recovery").main(argv)
     assert json.loads(out.read_text()) == result and out.with_suffix(".png").stat().st_size > 0
     rows, control = result["rows"], result["control"]
@@ -60,6 +60,10 @@ def test_recovery_table_runs_every_arm_with_one_budget_and_an_allocation_of_equa
                                               "allocated (l2)"]
     assert result["budget"]["epochs"] == 1 and result["budget"]["batch_size"] == 2 and control["prune"] is None
     assert all(r["epochs"] == control["epochs"] == 1 and r["hyp"] == control["hyp"] for r in rows)
+    assert control["hyp"].endswith("hyp.finetune.long.yaml") and result["budget"]["close_mosaic"] == 1
+    for arm in ["control"] + [r["name"] for r in rows]:  # every arm trained without mosaic in its final epoch
+        args = yaml.safe_load((work / arm / "finetune" / "args.yaml").read_text())
+        assert args["settings"]["close_mosaic"] == 1, arm
     for r in rows:  # retention is each row's mAP50-95 over the control's
         expected = r["map50_95"] / control["map50_95"] if control["map50_95"] > 0 else None
         assert r["retention"] == expected
@@ -83,3 +87,11 @@ def test_recovery_table_runs_every_arm_with_one_budget_and_an_allocation_of_equa
     margin = result["vs_random"]["allocated (l2)"]["0.5"]
     assert margin["points"] == pytest.approx(100 * (at_half["map50_95"] - rows[1]["map50_95"]), abs=0.01)
     assert load_script("bench_recovery").main(argv)["rows"] == rows  # a re-run continues: every row cached
+
+
+def test_recovery_budget_closes_mosaic_for_the_second_half_unless_told():
+    bench = load_script("bench_recovery")
+    assert bench.budget_of(bench.parse_args([])).close_mosaic == 25  # 50 epochs, the last 25 without mosaic
+    assert bench.budget_of(bench.parse_args(["--epochs", "7"])).close_mosaic == 3
+    assert bench.budget_of(bench.parse_args(["--close-mosaic", "0"])).close_mosaic == 0
+    assert bench.budget_of(bench.parse_args([])).hyp == str(bench.LONG_HYP) and bench.LONG_HYP.is_file()

@@ -32,6 +32,7 @@ class Budget:
     nominal_batch: int = 8
     hyp: str | None = None          # None: the project's fine-tuning hyp
     val_period: int = 5
+    close_mosaic: int = 0           # final epochs without mosaic
     workers: int = 2
     device: str = ""
     seed: int = 0
