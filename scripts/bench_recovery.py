@@ -275,7 +275,11 @@ def plot(result: dict[str, Any], path: Path) -> Path:
                 label=criterion)
     base = result["baseline_metrics"]
     ax.scatter([base["gmacs"]], [base["map50_95"]], marker="*", s=150, color="black", zorder=5, label="baseline")
-    ax.axhline(result["control"]["map50_95"], color="grey", ls="--", label="control (unpruned, same fine-tune)")
+    control = result["control"]["map50_95"]
+    ax.axhline(control, color="grey", ls="--", label="control (unpruned, same fine-tune)")
+    ys = [r["map50_95"] for r in result["rows"]] + [base["map50_95"], control]
+    pad = 0.05 * (max(ys) - min(ys))  # the control line must not sit on the frame
+    ax.set_ylim(min(ys) - pad, max(ys) + pad)
     ax.set_xlabel("GMACs per image (at the training size)")
     ax.set_ylabel("mAP50-95 after fine-tuning")
     ax.set_title(f"Recovery after {result['budget']['epochs']} fine-tune epochs")

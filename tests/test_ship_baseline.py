@@ -95,3 +95,17 @@ def test_recovery_budget_closes_mosaic_for_the_second_half_unless_told():
     assert bench.budget_of(bench.parse_args(["--epochs", "7"])).close_mosaic == 3
     assert bench.budget_of(bench.parse_args(["--close-mosaic", "0"])).close_mosaic == 0
     assert bench.budget_of(bench.parse_args([])).hyp == str(bench.LONG_HYP) and bench.LONG_HYP.is_file()
+
+
+def test_recovery_plot_keeps_the_control_line_inside_the_frame(monkeypatch, tmp_path):
+    import yolo_prune.report.plots as plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig) or path)
+    rows = [{"criterion": c, "gmacs": g, "map50_95": m} for c, g, m in
+            [("l2", 0.1, 0.74), ("l2", 0.17, 0.75), ("random", 0.1, 0.47), ("random", 0.17, 0.74)]]
+    result = {"rows": rows, "baseline_metrics": {"gmacs": 0.41, "map50_95": 0.778},
+              "control": {"map50_95": 0.793}, "budget": {"epochs": 30}}
+    load_script("bench_recovery").plot(result, tmp_path / "r.png")
+    low, high = figures[0].axes[0].get_ylim()
+    assert low < 0.47 and high > 0.793 + 0.01  # a margin above the highest line, below the lowest point
